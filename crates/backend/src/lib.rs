@@ -1,1 +1,99 @@
-//! Placeholder; filled in by its owner.
+//! The backend contract: one narrow trait that every hypervisor driver implements.
+//!
+//! A [`Backend`] launches a [`VmSpec`] into a running VM and returns a [`VmHandle`] that
+//! pauses, resumes, reports state and shuts the VM down. What a backend can do is data
+//! ([`Capabilities`]); asking for anything else is [`BackendError::Unsupported`], naming the
+//! backend and the operation — never a panic or a silent no-op.
+
+mod capabilities;
+mod dirs;
+mod error;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+pub use capabilities::{BackendKind, Capabilities, Operation};
+pub use dirs::VmDirs;
+pub use error::{BackendError, ExitReport};
+use nestbox_model::VmSpec;
+
+/// Where the host reaches the guest agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEndpoint {
+    /// A Unix stream socket that carries the agent's byte stream directly (QEMU's
+    /// virtio-serial chardev).
+    Unix(std::path::PathBuf),
+    /// Hybrid vsock (Firecracker, Cloud Hypervisor): connect, send `CONNECT <port>\n`, read `OK`.
+    HybridVsock {
+        /// The hypervisor's vsock Unix socket.
+        path: std::path::PathBuf,
+        /// The guest port the agent listens on.
+        port: u32,
+    },
+}
+
+/// The state of a VM as the hypervisor reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Created, not yet running guest code.
+    Created,
+    /// Running guest code.
+    Running,
+    /// Paused by the host.
+    Paused,
+    /// The hypervisor process has ended.
+    Exited,
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VmState::Created => "created",
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+            VmState::Exited => "exited",
+        })
+    }
+}
+
+/// A hypervisor driver.
+#[async_trait]
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Which hypervisor this is.
+    fn kind(&self) -> BackendKind;
+    /// What this backend can do, as data.
+    fn capabilities(&self) -> &Capabilities;
+    /// Checks `spec` against the capabilities before anything is launched.
+    fn check(&self, spec: &VmSpec) -> Result<(), BackendError> {
+        self.capabilities().check(self.kind(), spec)
+    }
+    /// Starts the hypervisor for `spec`, with its sockets and logs under `dirs`, and boots it.
+    async fn launch(&self, spec: &VmSpec, dirs: &VmDirs)
+    -> Result<Box<dyn VmHandle>, BackendError>;
+}
+
+/// A running VM.
+#[async_trait]
+pub trait VmHandle: Send + Sync + std::fmt::Debug {
+    /// Where the guest agent is reached.
+    fn agent_endpoint(&self) -> &AgentEndpoint;
+    /// The hypervisor's process id.
+    fn pid(&self) -> u32;
+    /// Pauses the vCPUs.
+    async fn pause(&self) -> Result<(), BackendError>;
+    /// Resumes paused vCPUs.
+    async fn resume(&self) -> Result<(), BackendError>;
+    /// Asks the hypervisor for the VM's state.
+    async fn state(&self) -> Result<VmState, BackendError>;
+    /// Shuts down: graceful (ACPI power button or guest request) for up to `grace`, then forced.
+    async fn shutdown(&self, grace: Duration) -> ExitReport;
+    /// Kills the hypervisor at once.
+    fn kill(&self);
+    /// Waits for the hypervisor process to end.
+    async fn wait(&self) -> ExitReport;
+    /// Returns immediately with the exit report if the hypervisor has ended.
+    fn try_wait(&self) -> Option<ExitReport>;
+    /// The last `lines` lines of the guest console.
+    fn console_tail(&self, lines: usize) -> Vec<String>;
+}
