@@ -92,3 +92,38 @@ pub enum Device {
         path: PathBuf,
     },
 }
+
+impl Boot {
+    /// The name of this boot kind as JSON spells it (`linux`, `firmware`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Boot::Linux { .. } => "linux",
+            Boot::Firmware { .. } => "firmware",
+        }
+    }
+}
+
+impl Device {
+    /// The device type as JSON and the `--device` syntax spell it (`virtio-blk`, `rng`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Device::VirtioBlk { .. } => "virtio-blk",
+            Device::VirtioNet { .. } => "virtio-net",
+            Device::Vsock { .. } => "vsock",
+            Device::Balloon { .. } => "balloon",
+            Device::Rng => "rng",
+            Device::VirtioFs { .. } => "virtio-fs",
+        }
+    }
+
+    /// The device id, for the kinds that have one (`virtio-blk`, `virtio-net`).
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Device::VirtioBlk { id, .. } | Device::VirtioNet { id, .. } => Some(id),
+            Device::Vsock { .. }
+            | Device::Balloon { .. }
+            | Device::Rng
+            | Device::VirtioFs { .. } => None,
+        }
+    }
+}
