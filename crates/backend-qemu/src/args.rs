@@ -1,0 +1,387 @@
+//! QEMU's command line, built from a `VmSpec`: one small type per option group.
+//!
+//! Every group implements [`ToQemuArgs`]; [`QemuArgs::build`] puts them in a fixed order, so
+//! the same spec always gives the same argv (golden-tested in `tests/golden_argv.rs`).
+
+use std::path::{Path, PathBuf};
+
+use nestbox_backend::{BackendError, BackendKind, Operation, VmDirs};
+use nestbox_model::{Boot, Device, VmSpec};
+
+use crate::AGENT_PORT_NAME;
+
+/// The accelerator QEMU runs the guest with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+    /// QEMU's software emulator.
+    Tcg,
+}
+
+impl Accel {
+    /// QEMU's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One group of QEMU options.
+pub trait ToQemuArgs {
+    /// Appends this group's options to `argv`.
+    fn append(&self, argv: &mut Vec<String>);
+}
+
+fn push(argv: &mut Vec<String>, flag: &str, value: impl Into<String>) {
+    argv.push(flag.to_owned());
+    argv.push(value.into());
+}
+
+/// Escapes a value for QEMU's comma-separated option syntax (a `,` is written `,,`).
+fn opt_value(path: &Path) -> String {
+    path.to_string_lossy().replace(',', ",,")
+}
+
+/// The fixed base: no defaults, no display, no reboot (a guest reboot ends QEMU).
+#[derive(Debug)]
+struct Base {
+    name: String,
+}
+
+impl ToQemuArgs for Base {
+    fn append(&self, argv: &mut Vec<String>) {
+        push(argv, "-name", self.name.replace(',', ",,"));
+        argv.extend(["-nodefaults", "-no-user-config", "-no-reboot"].map(String::from));
+        push(argv, "-display", "none");
+    }
+}
+
+/// The `microvm` machine with ACPI (Debian's kernel finds virtio-mmio devices through it).
+#[derive(Debug)]
+struct Machine {
+    accel: Accel,
+}
+
+impl ToQemuArgs for Machine {
+    fn append(&self, argv: &mut Vec<String>) {
+        push(argv, "-machine", "microvm,acpi=on,rtc=on,x-option-roms=off");
+        push(argv, "-accel", self.accel.as_str());
+        // KVM passes the host CPU through; TCG emulates the richest model it has.
+        push(
+            argv,
+            "-cpu",
+            if self.accel == Accel::Kvm {
+                "host"
+            } else {
+                "max"
+            },
+        );
+    }
+}
+
+/// vCPUs and memory.
+#[derive(Debug)]
+struct Resources {
+    vcpus: u8,
+    memory_mib: u32,
+}
+
+impl ToQemuArgs for Resources {
+    fn append(&self, argv: &mut Vec<String>) {
+        push(argv, "-smp", self.vcpus.to_string());
+        push(argv, "-m", format!("{}M", self.memory_mib));
+    }
+}
+
+/// Linux direct boot: a PVH ELF vmlinux, an initramfs, the command line.
+#[derive(Debug)]
+struct LinuxBoot {
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
+    cmdline: String,
+}
+
+impl ToQemuArgs for LinuxBoot {
+    fn append(&self, argv: &mut Vec<String>) {
+        push(argv, "-kernel", self.kernel.to_string_lossy());
+        if let Some(initrd) = &self.initrd {
+            push(argv, "-initrd", initrd.to_string_lossy());
+        }
+        push(argv, "-append", self.cmdline.clone());
+    }
+}
+
+/// QMP on a Unix socket that QEMU listens on.
+#[derive(Debug)]
+struct Qmp {
+    socket: PathBuf,
+}
+
+impl ToQemuArgs for Qmp {
+    fn append(&self, argv: &mut Vec<String>) {
+        push(
+            argv,
+            "-chardev",
+            format!(
+                "socket,id=qmp,path={},server=on,wait=off",
+                opt_value(&self.socket)
+            ),
+        );
+        push(argv, "-mon", "chardev=qmp,mode=control");
+    }
+}
+
+/// The guest's serial console on QEMU's stdout, which the supervisor keeps in a bounded log.
+#[derive(Debug)]
+struct Console;
+
+impl ToQemuArgs for Console {
+    fn append(&self, argv: &mut Vec<String>) {
+        push(argv, "-chardev", "stdio,id=console,signal=off");
+        push(argv, "-serial", "chardev:console");
+    }
+}
+
+/// The guest agent's channel: a virtio-serial port backed by a Unix socket QEMU listens on.
+#[derive(Debug)]
+struct AgentPort {
+    socket: PathBuf,
+}
+
+impl ToQemuArgs for AgentPort {
+    fn append(&self, argv: &mut Vec<String>) {
+        push(argv, "-device", "virtio-serial-device,id=vser0,max_ports=2");
+        push(
+            argv,
+            "-chardev",
+            format!(
+                "socket,id=agent,path={},server=on,wait=off",
+                opt_value(&self.socket)
+            ),
+        );
+        push(
+            argv,
+            "-device",
+            format!("virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT_NAME}"),
+        );
+    }
+}
+
+impl ToQemuArgs for Device {
+    fn append(&self, argv: &mut Vec<String>) {
+        match self {
+            Device::VirtioBlk { id, path, readonly } => {
+                let format = if is_qcow2(path) { "qcow2" } else { "raw" };
+                let ro = if *readonly { "on" } else { "off" };
+                push(
+                    argv,
+                    "-blockdev",
+                    format!(
+                        "driver={format},node-name={id},read-only={ro},file.driver=file,file.filename={}",
+                        opt_value(path)
+                    ),
+                );
+                push(
+                    argv,
+                    "-device",
+                    format!("virtio-blk-device,drive={id},id={id}"),
+                );
+            }
+            Device::VirtioNet { id, tap, mac } => {
+                push(
+                    argv,
+                    "-netdev",
+                    format!("tap,id={id},ifname={tap},script=no,downscript=no"),
+                );
+                let mut dev = format!("virtio-net-device,netdev={id},id={id}");
+                if let Some(mac) = mac {
+                    dev.push_str(&format!(",mac={mac}"));
+                }
+                push(argv, "-device", dev);
+            }
+            Device::Vsock { cid, .. } => push(
+                argv,
+                "-device",
+                format!("vhost-vsock-device,guest-cid={cid}"),
+            ),
+            Device::Balloon {
+                deflate_on_oom,
+                free_page_reporting,
+            } => push(
+                argv,
+                "-device",
+                format!(
+                    "virtio-balloon-device,deflate-on-oom={},free-page-reporting={}",
+                    on_off(*deflate_on_oom),
+                    on_off(*free_page_reporting)
+                ),
+            ),
+            Device::Rng => {
+                push(argv, "-object", "rng-random,id=rng0,filename=/dev/urandom");
+                push(argv, "-device", "virtio-rng-device,rng=rng0");
+            }
+            // Refused by the capability check before argv is built.
+            Device::VirtioFs { .. } => {}
+        }
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// Whether `path` starts with the qcow2 magic.
+fn is_qcow2(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && &magic == b"QFI\xfb"
+}
+
+/// What, besides the spec, shapes the command line.
+#[derive(Debug, Clone)]
+pub struct QemuArgs {
+    /// The VM's name, shown by QEMU (`-name`).
+    pub name: String,
+    /// The accelerator.
+    pub accel: Accel,
+    /// The host TSC rate for `tsc_early_khz=` under TCG.
+    pub tsc_khz: u32,
+    /// Whether to add the guest agent's port.
+    pub agent: bool,
+}
+
+impl QemuArgs {
+    /// The whole argv (without the program) for `spec`, with sockets under `dirs`.
+    pub fn build(&self, spec: &VmSpec, dirs: &VmDirs) -> Result<Vec<String>, BackendError> {
+        let boot = match &spec.boot {
+            Boot::Linux {
+                kernel,
+                initrd,
+                cmdline,
+            } => LinuxBoot {
+                kernel: kernel.clone(),
+                initrd: initrd.clone(),
+                cmdline: self.cmdline(cmdline),
+            },
+            Boot::Firmware { .. } => {
+                return Err(BackendError::Unsupported {
+                    backend: BackendKind::Qemu,
+                    op: Operation::FirmwareBoot,
+                });
+            }
+        };
+        let mut argv = Vec::new();
+        let groups: Vec<Box<dyn ToQemuArgs>> = vec![
+            Box::new(Base {
+                name: self.name.clone(),
+            }),
+            Box::new(Machine { accel: self.accel }),
+            Box::new(Resources {
+                vcpus: spec.vcpus,
+                memory_mib: spec.memory_mib,
+            }),
+            Box::new(boot),
+            Box::new(Qmp {
+                socket: dirs.api_socket(),
+            }),
+            Box::new(Console),
+        ];
+        for group in &groups {
+            group.append(&mut argv);
+        }
+        if self.agent {
+            AgentPort {
+                socket: dirs.agent_socket(),
+            }
+            .append(&mut argv);
+        }
+        for device in &spec.devices {
+            device.append(&mut argv);
+        }
+        Ok(argv)
+    }
+
+    /// The guest command line: the spec's, plus `tsc_early_khz=` under TCG unless already set.
+    fn cmdline(&self, base: &str) -> String {
+        let mut cmdline = base.trim().to_owned();
+        if self.accel == Accel::Tcg
+            && !cmdline
+                .split_whitespace()
+                .any(|w| w.starts_with("tsc_early_khz="))
+        {
+            if !cmdline.is_empty() {
+                cmdline.push(' ');
+            }
+            cmdline.push_str(&format!("tsc_early_khz={}", self.tsc_khz));
+        }
+        cmdline
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(accel: Accel) -> QemuArgs {
+        QemuArgs {
+            name: "t".into(),
+            accel,
+            tsc_khz: 2_600_000,
+            agent: true,
+        }
+    }
+
+    #[test]
+    fn test_cmdline_adds_tsc_only_under_tcg() {
+        assert_eq!(
+            args(Accel::Tcg).cmdline("console=ttyS0"),
+            "console=ttyS0 tsc_early_khz=2600000"
+        );
+        assert_eq!(args(Accel::Tcg).cmdline(""), "tsc_early_khz=2600000");
+        assert_eq!(
+            args(Accel::Tcg).cmdline("tsc_early_khz=1 quiet"),
+            "tsc_early_khz=1 quiet"
+        );
+        assert_eq!(args(Accel::Kvm).cmdline("quiet"), "quiet");
+    }
+
+    #[test]
+    fn test_firmware_boot_is_unsupported() {
+        let spec = VmSpec {
+            vcpus: 1,
+            memory_mib: 128,
+            boot: Boot::Firmware { path: "/fw".into() },
+            devices: vec![],
+        };
+        let err = args(Accel::Tcg)
+            .build(&spec, &VmDirs::new("/d"))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BackendError::Unsupported {
+                    op: Operation::FirmwareBoot,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn test_commas_in_socket_paths_are_escaped() {
+        assert_eq!(opt_value(Path::new("/a,b/c")), "/a,,b/c");
+    }
+}

@@ -1,0 +1,328 @@
+//! The QEMU [`Backend`]: launches QEMU for a spec, supervises it, and drives it over QMP.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nestbox_backend::{
+    AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, ExitReport, Operation, VmDirs,
+    VmHandle, VmState,
+};
+use nestbox_model::VmSpec;
+use nestbox_supervise::{
+    CommandSpec, LogSpec, OsSpawner, Spawner, Stream, SuperviseError, Supervised,
+};
+
+use crate::args::{Accel, QemuArgs};
+use crate::qmp::{QmpClient, QmpError, RunStatus};
+use crate::{QEMU_BINARY, QEMU_PACKAGE};
+
+/// The most console output kept on disk per VM (one rotated generation more).
+pub const DEFAULT_CONSOLE_MAX_BYTES: u64 = 1 << 20;
+/// How long QEMU may take to open its control socket.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a forced stop waits after `quit` before signalling.
+const QUIT_GRACE: Duration = Duration::from_secs(1);
+
+/// How QEMU is run.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    /// The `qemu-system-x86_64` binary.
+    pub binary: PathBuf,
+    /// The accelerator.
+    pub accel: Accel,
+    /// The host TSC rate for TCG guests, in kHz.
+    pub tsc_khz: u32,
+    /// Console log bound, in bytes.
+    pub console_max_bytes: u64,
+    /// Deadline for QEMU to open its control socket.
+    pub start_timeout: Duration,
+    /// Kill QEMU if the process that started it dies (one-shot runs).
+    pub die_with_parent: bool,
+}
+
+impl QemuConfig {
+    /// A configuration with the binary found on `PATH` and the named defaults.
+    pub fn new(accel: Accel) -> Result<Self, BackendError> {
+        Ok(Self {
+            binary: locate_binary()?,
+            accel,
+            tsc_khz: crate::host::tsc_khz(),
+            console_max_bytes: DEFAULT_CONSOLE_MAX_BYTES,
+            start_timeout: DEFAULT_START_TIMEOUT,
+            die_with_parent: true,
+        })
+    }
+}
+
+/// Finds `qemu-system-x86_64` on `PATH`, or says which package provides it.
+pub fn locate_binary() -> Result<PathBuf, BackendError> {
+    nestbox_supervise::find_program(QEMU_BINARY).ok_or_else(|| BackendError::BinaryNotFound {
+        binary: QEMU_BINARY.into(),
+        package: QEMU_PACKAGE.into(),
+    })
+}
+
+/// The QEMU driver.
+#[derive(Debug, Clone)]
+pub struct QemuBackend {
+    config: QemuConfig,
+    spawner: Arc<dyn Spawner>,
+    capabilities: Capabilities,
+}
+
+impl QemuBackend {
+    /// A backend that starts real processes.
+    pub fn new(config: QemuConfig) -> Self {
+        Self::with_spawner(config, Arc::new(OsSpawner))
+    }
+
+    /// A backend with an injected spawner (tests).
+    pub fn with_spawner(config: QemuConfig, spawner: Arc<dyn Spawner>) -> Self {
+        let capabilities = Capabilities {
+            operations: vec![
+                Operation::Pause,
+                Operation::DeviceBlock,
+                Operation::DeviceNet,
+                Operation::DeviceVsock,
+                Operation::DeviceBalloon,
+                Operation::DeviceRng,
+            ],
+        };
+        Self {
+            config,
+            spawner,
+            capabilities,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &QemuConfig {
+        &self.config
+    }
+
+    /// The command QEMU is started with for `spec`.
+    pub fn command(
+        &self,
+        spec: &VmSpec,
+        dirs: &VmDirs,
+        agent: bool,
+    ) -> Result<CommandSpec, BackendError> {
+        let name = dirs
+            .root()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let args = QemuArgs {
+            name: format!("nestbox-{name}"),
+            accel: self.config.accel,
+            tsc_khz: self.config.tsc_khz,
+            agent,
+        }
+        .build(spec, dirs)?;
+        let mut cmd = CommandSpec::new(&self.config.binary).args(args);
+        cmd.stdout_log = Some(LogSpec {
+            path: dirs.console_log(),
+            max_bytes: self.config.console_max_bytes,
+        });
+        cmd.stderr_log = Some(LogSpec {
+            path: dirs.hypervisor_log(),
+            max_bytes: self.config.console_max_bytes,
+        });
+        cmd.die_with_parent = self.config.die_with_parent;
+        cmd.new_process_group = true;
+        Ok(cmd)
+    }
+}
+
+#[async_trait]
+impl Backend for QemuBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Qemu
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    async fn launch(
+        &self,
+        spec: &VmSpec,
+        dirs: &VmDirs,
+    ) -> Result<Box<dyn VmHandle>, BackendError> {
+        self.check(spec)?;
+        let cmd = self.command(spec, dirs, true)?;
+        let child = self
+            .spawner
+            .spawn(&cmd)
+            .map_err(|e| spawn_error(&self.config, e))?;
+        if let Err(e) = child
+            .wait_for_socket(&dirs.api_socket(), self.config.start_timeout)
+            .await
+        {
+            child.kill();
+            return Err(BackendError::Launch {
+                backend: BackendKind::Qemu,
+                reason: launch_reason(&child, e),
+            });
+        }
+        let qmp = match QmpClient::connect(&dirs.api_socket()).await {
+            Ok(qmp) => qmp,
+            Err(e) => {
+                child.kill();
+                return Err(BackendError::Launch {
+                    backend: BackendKind::Qemu,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        Ok(Box::new(QemuVm {
+            child,
+            qmp,
+            agent: AgentEndpoint::Unix(dirs.agent_socket()),
+        }))
+    }
+}
+
+fn spawn_error(config: &QemuConfig, e: SuperviseError) -> BackendError {
+    if e.is_not_found() {
+        return BackendError::BinaryNotFound {
+            binary: config.binary.display().to_string(),
+            package: QEMU_PACKAGE.into(),
+        };
+    }
+    BackendError::Launch {
+        backend: BackendKind::Qemu,
+        reason: e.to_string(),
+    }
+}
+
+/// The reason a launch failed, with QEMU's own last words when it left any.
+fn launch_reason(child: &Supervised, e: SuperviseError) -> String {
+    let tail = child.log_tail(Stream::Stderr, 5).join(" / ");
+    if tail.is_empty() {
+        e.to_string()
+    } else {
+        format!("{e}: {tail}")
+    }
+}
+
+/// A running QEMU.
+#[derive(Debug)]
+pub struct QemuVm {
+    child: Supervised,
+    qmp: QmpClient,
+    agent: AgentEndpoint,
+}
+
+impl QemuVm {
+    fn api_error(&self, e: QmpError) -> BackendError {
+        match self.child.try_wait() {
+            Some(report) => BackendError::Exited(convert(report)),
+            None => BackendError::Api {
+                backend: BackendKind::Qemu,
+                request: command_of(&e).into(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+fn command_of(e: &QmpError) -> &'static str {
+    match e {
+        QmpError::Connect { .. } => "connect",
+        QmpError::Command { command, .. }
+        | QmpError::Io { command, .. }
+        | QmpError::Timeout { command, .. } => command,
+    }
+}
+
+fn convert(report: nestbox_supervise::ExitReport) -> ExitReport {
+    ExitReport {
+        code: report.code,
+        signal: report.signal,
+    }
+}
+
+#[async_trait]
+impl VmHandle for QemuVm {
+    fn agent_endpoint(&self) -> &AgentEndpoint {
+        &self.agent
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    async fn pause(&self) -> Result<(), BackendError> {
+        match self.state().await? {
+            VmState::Running => self.qmp.stop().await.map_err(|e| self.api_error(e)),
+            state => Err(BackendError::InvalidState { op: "pause", state }),
+        }
+    }
+
+    async fn resume(&self) -> Result<(), BackendError> {
+        match self.state().await? {
+            VmState::Paused => self.qmp.cont().await.map_err(|e| self.api_error(e)),
+            state => Err(BackendError::InvalidState {
+                op: "resume",
+                state,
+            }),
+        }
+    }
+
+    async fn state(&self) -> Result<VmState, BackendError> {
+        if self.child.try_wait().is_some() {
+            return Ok(VmState::Exited);
+        }
+        match self.qmp.status().await {
+            Ok(RunStatus::Running) => Ok(VmState::Running),
+            Ok(RunStatus::Paused) => Ok(VmState::Paused),
+            Ok(RunStatus::Inmigrate) => Ok(VmState::Created),
+            Ok(RunStatus::Shutdown) => Ok(VmState::Exited),
+            Ok(RunStatus::Other(name)) => Err(BackendError::Api {
+                backend: BackendKind::Qemu,
+                request: "query-status".into(),
+                message: format!("unexpected run state {name}"),
+            }),
+            Err(e) => match self.child.try_wait() {
+                Some(_) => Ok(VmState::Exited),
+                None => Err(self.api_error(e)),
+            },
+        }
+    }
+
+    async fn shutdown(&self, grace: Duration) -> ExitReport {
+        if let Some(report) = self.child.try_wait() {
+            return convert(report);
+        }
+        if self.qmp.system_powerdown().await.is_ok() {
+            if let Ok(report) = tokio::time::timeout(grace, self.child.wait()).await {
+                return convert(report);
+            }
+        }
+        if self.qmp.quit().await.is_ok() {
+            if let Ok(report) = tokio::time::timeout(QUIT_GRACE, self.child.wait()).await {
+                return convert(report);
+            }
+        }
+        convert(self.child.terminate(QUIT_GRACE).await)
+    }
+
+    fn kill(&self) {
+        self.child.kill();
+    }
+
+    async fn wait(&self) -> ExitReport {
+        convert(self.child.wait().await)
+    }
+
+    fn try_wait(&self) -> Option<ExitReport> {
+        self.child.try_wait().map(convert)
+    }
+
+    fn console_tail(&self, lines: usize) -> Vec<String> {
+        self.child.log_tail(Stream::Stdout, lines)
+    }
+}
