@@ -101,6 +101,9 @@ impl LogRing {
     }
 }
 
+/// A log file shared by the streams that write to it (stdout and stderr may name the same file).
+pub(crate) type SharedLog = Arc<tokio::sync::Mutex<LogFile>>;
+
 /// A log file bounded to `max_bytes`, with one rotated generation at `<path>.1`.
 #[derive(Debug)]
 pub(crate) struct LogFile {
@@ -133,6 +136,11 @@ impl LogFile {
             size,
             max_bytes: spec.max_bytes,
         })
+    }
+
+    /// Opens the file for sharing between streams.
+    pub(crate) fn open_shared(spec: &LogSpec) -> Result<SharedLog> {
+        Self::open(spec).map(|log| Arc::new(tokio::sync::Mutex::new(log)))
     }
 
     pub(crate) async fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
@@ -210,7 +218,7 @@ pub(crate) async fn capture<R>(
     mut pipe: R,
     stream: Stream,
     ring: Arc<Mutex<LogRing>>,
-    mut file: Option<LogFile>,
+    mut file: Option<SharedLog>,
     drained: watch::Sender<bool>,
 ) where
     R: AsyncRead + Unpin,
@@ -227,15 +235,18 @@ pub(crate) async fn capture<R>(
             }
         };
         lock_ring(&ring).push(&buf[..n]);
-        if let Some(log) = file.as_mut()
-            && let Err(err) = log.write(&buf[..n]).await
-        {
-            tracing::warn!(?stream, path = %log.path.display(), error = %err,
-                "writing log file failed; keeping output in memory only");
-            file = None;
+        if let Some(shared) = &file {
+            let mut log = shared.lock().await;
+            if let Err(err) = log.write(&buf[..n]).await {
+                tracing::warn!(?stream, path = %log.path.display(), error = %err,
+                    "writing log file failed; keeping output in memory only");
+                drop(log);
+                file = None;
+            }
         }
     }
-    if let Some(log) = file.as_mut()
+    if let Some(shared) = &file
+        && let mut log = shared.lock().await
         && let Err(err) = log.flush().await
     {
         tracing::warn!(?stream, path = %log.path.display(), error = %err, "flushing log file failed");

@@ -27,7 +27,7 @@ use tokio::process::Child;
 use tokio::sync::watch;
 
 use crate::error::{Result, SuperviseError};
-use crate::log::{self, DEFAULT_LOG_RING_BYTES, LogFile, LogRing, Stream};
+use crate::log::{self, DEFAULT_LOG_RING_BYTES, LogRing, SharedLog, Stream};
 use crate::socket::{self, SocketWait};
 use crate::spawn::CommandSpec;
 
@@ -93,7 +93,7 @@ struct Capture {
 }
 
 impl Capture {
-    fn start<R>(pipe: Option<R>, stream: Stream, file: Option<LogFile>) -> Self
+    fn start<R>(pipe: Option<R>, stream: Stream, file: Option<SharedLog>) -> Self
     where
         R: tokio::io::AsyncRead + Unpin + Send + 'static,
     {
@@ -145,8 +145,8 @@ impl Supervised {
     pub(crate) fn start(
         mut child: Child,
         spec: &CommandSpec,
-        stdout_log: Option<LogFile>,
-        stderr_log: Option<LogFile>,
+        stdout_log: Option<SharedLog>,
+        stderr_log: Option<SharedLog>,
     ) -> Result<Self> {
         let proc_root = PathBuf::from(PROC_ROOT);
         // A child that has not been waited on cannot have been reaped, so its PID is still ours.

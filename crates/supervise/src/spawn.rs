@@ -25,7 +25,8 @@ pub struct CommandSpec {
     pub cwd: Option<PathBuf>,
     /// Where to keep stdout beyond the in-memory tail; memory only when `None`.
     pub stdout_log: Option<LogSpec>,
-    /// Where to keep stderr beyond the in-memory tail; memory only when `None`.
+    /// Where to keep stderr beyond the in-memory tail; memory only when `None`. May name the
+    /// same file as `stdout_log`: both streams then share it (and `stdout_log`'s limit).
     pub stderr_log: Option<LogSpec>,
     /// Have the kernel SIGKILL the child when its parent dies (`PR_SET_PDEATHSIG`).
     ///
@@ -100,8 +101,16 @@ pub struct OsSpawner;
 impl Spawner for OsSpawner {
     fn spawn(&self, spec: &CommandSpec) -> Result<Supervised> {
         // Open the logs first, so a bad log path fails before anything runs.
-        let stdout_log = spec.stdout_log.as_ref().map(LogFile::open).transpose()?;
-        let stderr_log = spec.stderr_log.as_ref().map(LogFile::open).transpose()?;
+        let stdout_log = spec
+            .stdout_log
+            .as_ref()
+            .map(LogFile::open_shared)
+            .transpose()?;
+        let stderr_log = match (&spec.stderr_log, &spec.stdout_log, &stdout_log) {
+            (Some(err), Some(out), Some(shared)) if err.path == out.path => Some(shared.clone()),
+            (Some(err), _, _) => Some(LogFile::open_shared(err)?),
+            (None, _, _) => None,
+        };
 
         let mut cmd = tokio::process::Command::new(&spec.program);
         cmd.args(&spec.args)

@@ -100,3 +100,36 @@ async fn test_memory_tail_is_bounded() {
     );
     assert_eq!(tail[tail.len() - 2], "line-19999");
 }
+
+#[tokio::test]
+async fn test_stdout_and_stderr_share_one_log_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vm.log");
+    let max_bytes = 200;
+    // Stderr rotates the file many times, then stdout writes a little. Were the streams writing
+    // through separate handles, stdout's handle would point at a file rotated away and deleted.
+    let mut spec = sh(
+        "i=0; while [ $i -lt 100 ]; do echo err-$i >&2; i=$((i+1)); done; \
+         sleep 0.2; i=0; while [ $i -lt 10 ]; do echo out-$i; i=$((i+1)); done",
+    );
+    let log = LogSpec {
+        path: path.clone(),
+        max_bytes,
+    };
+    spec.stdout_log = Some(log.clone());
+    spec.stderr_log = Some(log);
+    let child = OsSpawner.spawn(&spec).unwrap();
+    assert!(child.wait().await.success());
+    let live = std::fs::read_to_string(&path).unwrap();
+    let old = std::fs::read_to_string(dir.path().join("vm.log.1")).unwrap();
+    assert!(live.len() as u64 <= max_bytes && old.len() as u64 <= max_bytes);
+    let kept = format!("{old}{live}");
+    for line in kept.lines() {
+        assert!(
+            line.starts_with("out-") || line.starts_with("err-"),
+            "torn line {line:?} in {kept}"
+        );
+    }
+    assert!(kept.contains("err-99\n"), "{kept}");
+    assert!(kept.ends_with("out-9\n"), "{kept}");
+}

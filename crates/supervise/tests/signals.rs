@@ -80,7 +80,7 @@ async fn test_drop_kills_child() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_wait_from_many_tasks_and_cancelled_waits() {
     let child = Arc::new(
         OsSpawner
