@@ -10,6 +10,24 @@
 //! hypervisor creates once it is ready.
 //!
 //! Everything here needs a tokio runtime: spawn from inside one.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use nestbox_supervise::{CommandSpec, LogSpec, OsSpawner, Spawner, Stream};
+//!
+//! # async fn run() -> nestbox_supervise::Result<()> {
+//! let mut spec = CommandSpec::new("qemu-system-x86_64").args(["-qmp", "unix:/run/vm/qmp.sock,server=on,wait=off"]);
+//! spec.stderr_log = Some(LogSpec { path: "/run/vm/qemu.log".into(), max_bytes: 1 << 20 });
+//! spec.die_with_parent = true;
+//! let vm = OsSpawner.spawn(&spec)?;
+//! vm.wait_for_socket("/run/vm/qmp.sock".as_ref(), Duration::from_secs(10)).await?;
+//! // ... talk QMP ...
+//! let report = vm.terminate(Duration::from_secs(5)).await;
+//! println!("qemu {report}; last words: {:?}", vm.log_tail(Stream::Stderr, 5));
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
 
 mod error;
