@@ -42,8 +42,16 @@ pub enum Boot {
 }
 
 /// A device attached to the VM.
+///
+/// Deserialized through a private mirror enum, so that unknown fields are refused on `rng` too
+/// (serde ignores them on a unit variant of an internally tagged enum).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(
+    tag = "type",
+    rename_all = "kebab-case",
+    deny_unknown_fields,
+    from = "DeviceRepr"
+)]
 pub enum Device {
     /// A virtio block device.
     VirtioBlk {
@@ -91,6 +99,62 @@ pub enum Device {
         /// Host directory.
         path: PathBuf,
     },
+}
+
+/// The JSON shape of [`Device`] on input: the same, with `Rng` as an empty struct variant.
+/// Keep in step with `Device`; the JSON golden and round-trip tests catch drift.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+enum DeviceRepr {
+    VirtioBlk {
+        id: String,
+        path: PathBuf,
+        #[serde(default)]
+        readonly: bool,
+    },
+    VirtioNet {
+        id: String,
+        tap: String,
+        #[serde(default)]
+        mac: Option<String>,
+    },
+    Vsock {
+        cid: u32,
+        #[serde(default)]
+        socket: Option<PathBuf>,
+    },
+    Balloon {
+        #[serde(default)]
+        deflate_on_oom: bool,
+        #[serde(default)]
+        free_page_reporting: bool,
+    },
+    Rng {},
+    VirtioFs {
+        tag: String,
+        path: PathBuf,
+    },
+}
+
+impl From<DeviceRepr> for Device {
+    fn from(repr: DeviceRepr) -> Device {
+        match repr {
+            DeviceRepr::VirtioBlk { id, path, readonly } => {
+                Device::VirtioBlk { id, path, readonly }
+            }
+            DeviceRepr::VirtioNet { id, tap, mac } => Device::VirtioNet { id, tap, mac },
+            DeviceRepr::Vsock { cid, socket } => Device::Vsock { cid, socket },
+            DeviceRepr::Balloon {
+                deflate_on_oom,
+                free_page_reporting,
+            } => Device::Balloon {
+                deflate_on_oom,
+                free_page_reporting,
+            },
+            DeviceRepr::Rng {} => Device::Rng,
+            DeviceRepr::VirtioFs { tag, path } => Device::VirtioFs { tag, path },
+        }
+    }
 }
 
 impl Boot {
