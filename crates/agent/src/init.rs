@@ -1,0 +1,236 @@
+//! Init mode (PID 1 in the guest): early mounts, hostname, loopback, kernel
+//! modules, finding the agent's virtio-serial port, and powering off.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::kmod::{ModuleInitFlags, finit_module};
+use nix::mount::{MsFlags, mount};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::log;
+
+/// The virtio-serial port name the host gives the agent's channel.
+pub const PORT_NAME: &str = "nestbox.agent";
+
+/// Where virtio-serial ports list their names.
+const VIRTIO_PORTS_DIR: &str = "/sys/class/virtio-ports";
+
+/// How long to wait for the agent port to appear.
+pub const PORT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// How often to look for the agent port.
+const PORT_POLL: Duration = Duration::from_millis(5);
+
+/// Kernel modules to load, one absolute path per line, in order.
+const MODULES_LIST: &str = "/etc/nestbox/modules";
+
+/// How long processes get between SIGTERM and SIGKILL at poweroff.
+const TERM_GRACE: Duration = Duration::from_secs(1);
+
+struct MountSpec {
+    source: &'static str,
+    target: &'static str,
+    fstype: &'static str,
+    flags: MsFlags,
+    data: Option<&'static str>,
+}
+
+const MOUNTS: [MountSpec; 7] = [
+    MountSpec {
+        source: "devtmpfs",
+        target: "/dev",
+        fstype: "devtmpfs",
+        flags: MsFlags::MS_NOSUID,
+        data: Some("mode=0755"),
+    },
+    MountSpec {
+        source: "proc",
+        target: "/proc",
+        fstype: "proc",
+        flags: MsFlags::MS_NOSUID
+            .union(MsFlags::MS_NODEV)
+            .union(MsFlags::MS_NOEXEC),
+        data: None,
+    },
+    MountSpec {
+        source: "sysfs",
+        target: "/sys",
+        fstype: "sysfs",
+        flags: MsFlags::MS_NOSUID
+            .union(MsFlags::MS_NODEV)
+            .union(MsFlags::MS_NOEXEC),
+        data: None,
+    },
+    MountSpec {
+        source: "devpts",
+        target: "/dev/pts",
+        fstype: "devpts",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+        data: Some("mode=0620,ptmxmode=0666"),
+    },
+    MountSpec {
+        source: "tmpfs",
+        target: "/dev/shm",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        data: Some("mode=1777"),
+    },
+    MountSpec {
+        source: "tmpfs",
+        target: "/tmp",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        data: Some("mode=1777"),
+    },
+    MountSpec {
+        source: "tmpfs",
+        target: "/run",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        data: Some("mode=0755"),
+    },
+];
+
+/// Everything PID 1 does before serving; failures are logged, never fatal.
+pub fn setup() {
+    for m in &MOUNTS {
+        let _ = std::fs::create_dir_all(m.target);
+        match mount(Some(m.source), m.target, Some(m.fstype), m.flags, m.data) {
+            Ok(()) | Err(Errno::EBUSY) => {}
+            Err(e) => log::error(&format!("mount {}: {e}", m.target)),
+        }
+    }
+    log::use_kmsg();
+    if let Ok(name) = std::fs::read_to_string("/etc/hostname") {
+        let name = name.trim();
+        if !name.is_empty()
+            && let Err(e) = nix::unistd::sethostname(name)
+        {
+            log::error(&format!("sethostname {name}: {e}"));
+        }
+    }
+    if let Err(e) = loopback_up() {
+        log::error(&format!("lo up: {e}"));
+    }
+    load_modules(Path::new(MODULES_LIST));
+}
+
+fn load_modules(list: &Path) {
+    let Ok(text) = std::fs::read_to_string(list) else {
+        return;
+    };
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let result = File::open(line)
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+            .and_then(|f| finit_module(&f, c"", ModuleInitFlags::empty()));
+        match result {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => log::error(&format!("module {line}: {e}")),
+        }
+    }
+}
+
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: plain socket(2) call; the result is checked and owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the flags into the ifreq we pass, which lives across the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled ifru_flags for SIOCGIFFLAGS.
+    unsafe { ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we pass, which lives across the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Finds `/dev/vportNpM` whose sysfs name is [`PORT_NAME`] and opens it.
+pub fn open_agent_port() -> std::io::Result<File> {
+    let deadline = Instant::now() + PORT_DEADLINE;
+    loop {
+        if let Some(dev) = find_port(Path::new(VIRTIO_PORTS_DIR)) {
+            return OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(dev);
+        }
+        if Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no virtio port named {PORT_NAME}"),
+            ));
+        }
+        std::thread::sleep(PORT_POLL);
+    }
+}
+
+fn find_port(dir: &Path) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = std::fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+        if name.trim() == PORT_NAME {
+            return Some(Path::new("/dev").join(entry.file_name()));
+        }
+    }
+    None
+}
+
+/// Syncs, stops every other process and powers the machine off. Never returns.
+pub fn poweroff() -> ! {
+    nix::unistd::sync();
+    let all = Pid::from_raw(-1);
+    let _ = kill(all, Signal::SIGTERM);
+    let deadline = Instant::now() + TERM_GRACE;
+    // kill(-1, 0) fails with ESRCH once no other process is left.
+    while Instant::now() < deadline && kill(all, None).is_ok() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = kill(all, Signal::SIGKILL);
+    nix::unistd::sync();
+    let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    log::error(&format!("poweroff: {e}"));
+    // PID 1 must not exit: that panics the kernel.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_find_port_matches_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for (port, name) in [
+            ("vport0p1", "org.qemu.guest_agent.0\n"),
+            ("vport0p2", "nestbox.agent\n"),
+        ] {
+            std::fs::create_dir(dir.path().join(port)).unwrap();
+            std::fs::write(dir.path().join(port).join("name"), name).unwrap();
+        }
+        assert_eq!(find_port(dir.path()), Some(PathBuf::from("/dev/vport0p2")));
+        assert_eq!(find_port(&dir.path().join("missing")), None);
+    }
+}
