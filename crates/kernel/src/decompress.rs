@@ -4,7 +4,7 @@
 //! stream followed by the 4-byte uncompressed size the kernel build appends (`size_append`),
 //! which every decoder here must tolerate. LZ4 uses the legacy frame format (`lz4 -l`): a magic
 //! then blocks of `[u32 LE compressed size][raw LZ4 block]`, each inflating to at most 8 MiB.
-//! xz is parsed here (see [`xz`]) because kernels use the x86 BCJ filter, which `lzma-rs` lacks.
+//! xz is parsed here (module `xz`) because kernels use the x86 BCJ filter, which `lzma-rs` lacks.
 
 mod xz;
 
