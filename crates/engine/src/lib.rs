@@ -1,1 +1,17 @@
-//! Placeholder; filled in by its owner.
+//! The engine: everything between a user's request and a running VM.
+//!
+//! It finds the kernel, builds the default guest image around the embedded agent, picks the
+//! accelerator, launches the VM through a backend, talks to the guest agent and tears it all
+//! down again. The CLI and (later) the daemon are thin layers over it.
+
+pub mod accel;
+pub mod agent_binary;
+pub mod error;
+pub mod guest;
+pub mod home;
+pub mod ids;
+pub mod run;
+
+pub use error::EngineError;
+pub use home::Home;
+pub use run::{BootRequest, RunIo, RunOutcome, RunRequest, Runner, Sandbox};

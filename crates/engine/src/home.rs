@@ -1,0 +1,110 @@
+//! `$NESTBOX_HOME`: the one root under which nestbox keeps its state.
+//!
+//! ```text
+//! $NESTBOX_HOME           root: /var/lib/nestbox; others: $XDG_DATA_HOME/nestbox
+//!   kernels/              PVH vmlinux files extracted from bzImages, by content hash
+//!   images/               built guest images (initramfs), by content hash
+//!   cache/                host probes (is KVM usable?)
+//!   sandboxes/<id>/       one VM: api.sock, agent.sock, console.log, hypervisor.log
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// The state root when running as root.
+pub const SYSTEM_HOME: &str = "/var/lib/nestbox";
+/// The environment variable that overrides the state root.
+pub const HOME_ENV: &str = "NESTBOX_HOME";
+
+/// The state root and the well-known directories below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// Uses `root` as the state root.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// `$NESTBOX_HOME`, else the default for this user.
+    pub fn from_env() -> Self {
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let is_root = unsafe { libc::geteuid() } == 0;
+        Self::new(Self::pick(
+            env(HOME_ENV),
+            is_root,
+            env("XDG_DATA_HOME"),
+            env("HOME"),
+        ))
+    }
+
+    fn pick(
+        explicit: Option<PathBuf>,
+        is_root: bool,
+        xdg: Option<PathBuf>,
+        home: Option<PathBuf>,
+    ) -> PathBuf {
+        explicit.unwrap_or_else(|| {
+            if is_root {
+                PathBuf::from(SYSTEM_HOME)
+            } else {
+                xdg.or_else(|| home.map(|h| h.join(".local/share")))
+                    .unwrap_or_else(std::env::temp_dir)
+                    .join("nestbox")
+            }
+        })
+    }
+
+    /// The root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// Extracted kernels.
+    pub fn kernels(&self) -> PathBuf {
+        self.root.join("kernels")
+    }
+    /// Built guest images.
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+    /// Host probe results.
+    pub fn cache(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+    /// Per-VM directories.
+    pub fn sandboxes(&self) -> PathBuf {
+        self.root.join("sandboxes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_pick_follows_the_documented_order() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        assert_eq!(
+            Home::pick(p("/x"), true, p("/xdg"), p("/h")),
+            PathBuf::from("/x")
+        );
+        assert_eq!(
+            Home::pick(None, true, p("/xdg"), p("/h")),
+            PathBuf::from(SYSTEM_HOME)
+        );
+        assert_eq!(
+            Home::pick(None, false, p("/xdg"), p("/h")),
+            PathBuf::from("/xdg/nestbox")
+        );
+        assert_eq!(
+            Home::pick(None, false, None, p("/h")),
+            PathBuf::from("/h/.local/share/nestbox")
+        );
+    }
+}

@@ -1,0 +1,373 @@
+//! `run`: boot a fresh microVM, run one command in it through the agent, tear it down.
+//!
+//! The order matters for leaving nothing behind: the VM directory is created only after the
+//! kernel and image are ready, QEMU dies with us (`PR_SET_PDEATHSIG`), and [`Sandbox`] tears
+//! down the VM and removes the directory on every path out, including a signal.
+
+use std::future::Future;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use nestbox_agent_client::{AgentClient, ExecEvent, ExecRequest, ExitStatus};
+use nestbox_backend::{AgentEndpoint, Backend, VmDirs, VmHandle};
+use nestbox_backend_qemu::{QemuBackend, QemuConfig};
+use nestbox_initramfs::{DEFAULT_MODULES, ImageInputs};
+use nestbox_model::{Boot, VmSpec};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use crate::guest::{CONSOLE_TAIL_LINES, DEFAULT_CMDLINE, POWEROFF_GRACE};
+use crate::{EngineError, Home, agent_binary, ids};
+
+/// The kernel's limit on a Unix socket path (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+/// How often the agent socket is tried while QEMU creates it.
+const CONNECT_RETRY: Duration = Duration::from_millis(5);
+/// Read size for forwarding stdin.
+const STDIN_CHUNK: usize = 64 * 1024;
+
+/// What VM to boot.
+#[derive(Debug, Clone)]
+pub struct BootRequest {
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Guest memory, MiB.
+    pub memory_mib: u32,
+    /// The kernel, when not searched for.
+    pub kernel: Option<PathBuf>,
+    /// Extra kernel command-line words.
+    pub kernel_args: Vec<String>,
+    /// How long boot may take, from launch to a ready agent.
+    pub boot_timeout: Duration,
+}
+
+/// One `run`: a VM and the command to run in it.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The VM.
+    pub boot: BootRequest,
+    /// Extra environment for the command.
+    pub env: Vec<(String, String)>,
+    /// Working directory in the guest.
+    pub workdir: Option<String>,
+    /// Kill the command after this long.
+    pub timeout: Option<Duration>,
+    /// The command and its arguments.
+    pub argv: Vec<String>,
+}
+
+/// Where the command's streams go.
+pub struct RunIo {
+    /// Forwarded to the command's stdin.
+    pub stdin: Pin<Box<dyn AsyncRead + Send>>,
+    /// Receives the command's stdout as it is produced.
+    pub stdout: Pin<Box<dyn AsyncWrite + Send>>,
+    /// Receives the command's stderr as it is produced.
+    pub stderr: Pin<Box<dyn AsyncWrite + Send>>,
+}
+
+impl std::fmt::Debug for RunIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunIo").finish_non_exhaustive()
+    }
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// The guest's report.
+    pub status: ExitStatus,
+    /// The exit code a shell would show: the code, or 128+signal, or 124 on timeout.
+    pub exit_code: i32,
+}
+
+/// Boots VMs and runs commands in them.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    home: Home,
+    qemu: QemuConfig,
+}
+
+impl Runner {
+    /// A runner keeping its state under `home`, starting QEMU as `qemu` says.
+    pub fn new(home: Home, qemu: QemuConfig) -> Self {
+        Self { home, qemu }
+    }
+
+    /// Boots a VM for `req`, runs the command with `io`, and tears the VM down. When `cancel`
+    /// resolves (to a signal number) first, the VM is torn down and `Interrupted` returned.
+    pub async fn run(
+        &self,
+        req: RunRequest,
+        io: RunIo,
+        cancel: impl Future<Output = i32>,
+    ) -> Result<RunOutcome, EngineError> {
+        let mut slot: Option<Sandbox> = None;
+        let result = tokio::select! {
+            r = async {
+                let sandbox = slot.insert(self.boot(&req.boot).await?);
+                sandbox.run_command(&req, io).await
+            } => r,
+            signal = cancel => Err(EngineError::Interrupted { signal }),
+        };
+        if let Some(sandbox) = slot.take() {
+            sandbox.teardown(result.is_ok()).await;
+        }
+        result
+    }
+
+    /// Boots a VM with the default image and waits for its agent. If this future is dropped
+    /// part-way, whatever was started is killed and removed.
+    pub async fn boot(&self, req: &BootRequest) -> Result<Sandbox, EngineError> {
+        let spec = self.prepare(req).await?;
+        let mut sandbox = Sandbox {
+            dirs: self.create_dir()?,
+            vm: None,
+            agent: None,
+        };
+        let backend = QemuBackend::new(self.qemu.clone());
+        let vm = sandbox
+            .vm
+            .insert(backend.launch(&spec, &sandbox.dirs).await?);
+        sandbox.agent = Some(connect_agent(&**vm, req.boot_timeout).await?);
+        Ok(sandbox)
+    }
+
+    /// Finds the kernel, builds the guest image and assembles a validated spec.
+    async fn prepare(&self, req: &BootRequest) -> Result<VmSpec, EngineError> {
+        let home = self.home.clone();
+        let kernel_flag = req.kernel.clone();
+        let (kernel, image) = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
+            let kernel = nestbox_kernel::resolve(kernel_flag.as_deref(), home.root())?;
+            let inputs = ImageInputs {
+                agent: agent_binary::AGENT,
+                busybox: None,
+                modules_dir: kernel.modules_dir.as_deref(),
+                modules: DEFAULT_MODULES,
+            };
+            let image = nestbox_initramfs::build_default(&inputs, &home.images())?;
+            Ok((kernel, image))
+        })
+        .await
+        .map_err(|e| EngineError::Io {
+            context: "preparing the guest".into(),
+            source: std::io::Error::other(e),
+        })??;
+        let mut cmdline = DEFAULT_CMDLINE.to_owned();
+        for arg in &req.kernel_args {
+            cmdline.push(' ');
+            cmdline.push_str(arg);
+        }
+        let spec = VmSpec {
+            vcpus: req.vcpus,
+            memory_mib: req.memory_mib,
+            boot: Boot::Linux {
+                kernel: kernel.vmlinux,
+                initrd: Some(image.path),
+                cmdline,
+            },
+            devices: Vec::new(),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    fn create_dir(&self) -> Result<VmDirs, EngineError> {
+        let parent = self.home.sandboxes();
+        std::fs::create_dir_all(&parent).map_err(EngineError::io(format!(
+            "cannot create {}",
+            parent.display()
+        )))?;
+        let id = ids::new_id().map_err(EngineError::io("cannot read /dev/urandom"))?;
+        let dirs = VmDirs::new(parent.join(id));
+        for socket in [dirs.api_socket(), dirs.agent_socket()] {
+            let len = socket.as_os_str().len();
+            if len > MAX_SOCKET_PATH {
+                return Err(EngineError::SocketPathTooLong {
+                    path: socket,
+                    len,
+                    max: MAX_SOCKET_PATH,
+                });
+            }
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dirs.root())
+            .map_err(EngineError::io(format!(
+                "cannot create {}",
+                dirs.root().display()
+            )))?;
+        Ok(dirs)
+    }
+}
+
+/// Connects to the agent, retrying while QEMU creates the socket and the guest boots, until
+/// `deadline`; fails early with the console tail if the VM ends first.
+async fn connect_agent(vm: &dyn VmHandle, deadline: Duration) -> Result<AgentClient, EngineError> {
+    let AgentEndpoint::Unix(path) = vm.agent_endpoint() else {
+        unreachable!("the QEMU backend exposes the agent as a Unix socket");
+    };
+    let started = Instant::now();
+    let connect = async {
+        loop {
+            match UnixStream::connect(path).await {
+                Ok(stream) => break AgentClient::connect(stream).await.map(|(client, _)| client),
+                Err(_) if started.elapsed() < deadline => tokio::time::sleep(CONNECT_RETRY).await,
+                Err(e) => break Err(e.into()),
+            }
+        }
+    };
+    tokio::select! {
+        r = tokio::time::timeout(deadline, connect) => match r {
+            Ok(client) => Ok(client?),
+            Err(_) => Err(EngineError::BootTimeout { waited: deadline, console: vm.console_tail(CONSOLE_TAIL_LINES) }),
+        },
+        report = vm.wait() => Err(EngineError::VmExited { report, console: vm.console_tail(CONSOLE_TAIL_LINES) }),
+    }
+}
+
+/// Pumps stdin into the command and its output out, until it exits.
+async fn stream_exec(
+    mut exec: nestbox_agent_client::Exec,
+    io: RunIo,
+) -> Result<ExitStatus, EngineError> {
+    let RunIo {
+        mut stdin,
+        mut stdout,
+        mut stderr,
+    } = io;
+    let sink = exec.stdin();
+    let pump = tokio::spawn(async move {
+        let mut buf = vec![0u8; STDIN_CHUNK];
+        loop {
+            match stdin.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sink
+                        .write(bytes::Bytes::copy_from_slice(&buf[..n]))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let result = loop {
+        match exec.next_event().await {
+            Some(ExecEvent::Stdout(data)) => write_out(&mut stdout, &data).await,
+            Some(ExecEvent::Stderr(data)) => write_out(&mut stderr, &data).await,
+            Some(ExecEvent::Exited(status)) => break Ok(status),
+            Some(_) => {}
+            None => {
+                break Err(EngineError::Agent(
+                    nestbox_agent_client::ClientError::Closed,
+                ));
+            }
+        }
+    };
+    pump.abort();
+    result
+}
+
+/// Writes and flushes one chunk; a closed reader (e.g. `| head`) is not the command's problem.
+async fn write_out(out: &mut Pin<Box<dyn AsyncWrite + Send>>, data: &[u8]) {
+    if out.write_all(data).await.is_ok() {
+        let _ = out.flush().await;
+    }
+}
+
+/// A booted VM with a ready agent, and its directory; torn down exactly once.
+#[derive(Debug)]
+pub struct Sandbox {
+    dirs: VmDirs,
+    vm: Option<Box<dyn VmHandle>>,
+    agent: Option<AgentClient>,
+}
+
+impl Sandbox {
+    /// The VM's directory.
+    pub fn dirs(&self) -> &VmDirs {
+        &self.dirs
+    }
+
+    /// The guest agent.
+    pub fn agent(&self) -> &AgentClient {
+        self.agent.as_ref().expect("a booted sandbox has an agent")
+    }
+
+    /// The running VM.
+    pub fn vm(&self) -> &dyn VmHandle {
+        &**self.vm.as_ref().expect("a booted sandbox has a VM")
+    }
+
+    /// Runs one command with `io` and returns how it ended.
+    pub async fn run_command(
+        &self,
+        req: &RunRequest,
+        io: RunIo,
+    ) -> Result<RunOutcome, EngineError> {
+        let vm = self.vm();
+        let exec = self
+            .agent()
+            .exec(ExecRequest {
+                argv: req.argv.clone(),
+                env: req.env.clone(),
+                cwd: req.workdir.clone(),
+                stdin: true,
+                timeout: req.timeout,
+            })
+            .await?;
+        let status = tokio::select! {
+            status = stream_exec(exec, io) => status?,
+            report = vm.wait() => {
+                return Err(EngineError::VmExited { report, console: vm.console_tail(CONSOLE_TAIL_LINES) });
+            }
+        };
+        let exit_code = if status.timed_out {
+            124
+        } else {
+            status.shell_code()
+        };
+        Ok(RunOutcome { status, exit_code })
+    }
+
+    /// Stops the VM (asking the guest to power off first when `graceful`) and removes the
+    /// directory.
+    pub async fn teardown(mut self, graceful: bool) {
+        if let Some(vm) = self.vm.take() {
+            let powered_off = match self.agent.take() {
+                Some(agent) if graceful => {
+                    agent.poweroff().await.is_ok()
+                        && tokio::time::timeout(POWEROFF_GRACE, vm.wait())
+                            .await
+                            .is_ok()
+                }
+                _ => false,
+            };
+            if !powered_off {
+                vm.kill();
+                vm.wait().await;
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(self.dirs.root())
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot remove {}: {e}", self.dirs.root().display());
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Only does anything when `teardown` was not reached (a cancelled boot).
+        if let Some(vm) = self.vm.take() {
+            vm.kill();
+        }
+        let _ = std::fs::remove_dir_all(self.dirs.root());
+    }
+}

@@ -1,0 +1,142 @@
+//! Shared helpers: per-test homes over a shared cache, prerequisites, leftover checks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The `nestbox` binary under test.
+pub const NESTBOX: &str = env!("CARGO_BIN_EXE_nestbox");
+
+/// Returns why the host cannot run VMs, or `None` when it can.
+pub fn missing_prerequisite() -> Option<String> {
+    if nestbox_supervise::find_program("qemu-system-x86_64").is_none() {
+        return Some("qemu-system-x86_64 is not installed".into());
+    }
+    if !Path::new("/bin/busybox").exists() && !Path::new("/usr/bin/busybox").exists() {
+        return Some("busybox is not installed".into());
+    }
+    if let Err(e) = nestbox_kernel::resolve(None, &shared_cache()) {
+        return Some(format!("no guest kernel: {e}"));
+    }
+    None
+}
+
+/// Skips the calling test (returning early) when the host cannot run VMs.
+#[macro_export]
+macro_rules! require_vm {
+    () => {
+        if let Some(why) = $crate::common::missing_prerequisite() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+/// Kernel, image and probe caches shared by all tests.
+pub fn shared_cache() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cache");
+    for sub in ["kernels", "images", "cache"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    dir
+}
+
+/// A test's own `NESTBOX_HOME`.
+#[derive(Debug)]
+pub struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    /// A fresh home whose caches point at the shared ones.
+    pub fn new() -> Self {
+        // Short path: Unix socket paths are limited to 107 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("nbx")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let shared = shared_cache();
+        for sub in ["kernels", "images", "cache"] {
+            std::os::unix::fs::symlink(shared.join(sub), dir.path().join(sub)).unwrap();
+        }
+        Self { dir }
+    }
+
+    /// The home directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `nestbox ARGS` with this home.
+    pub fn nestbox<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(NESTBOX);
+        cmd.args(args)
+            .env("NESTBOX_HOME", self.path())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `nestbox ARGS` to completion.
+    pub fn output<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.nestbox(args).output().unwrap()
+    }
+
+    /// Asserts nothing is left: no VM directory, no process mentioning this home.
+    pub fn assert_clean(&self) {
+        let sandboxes = self.path().join("sandboxes");
+        let left: Vec<_> = std::fs::read_dir(&sandboxes)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        let needle = self.path().to_string_lossy().into_owned();
+        // QEMU gets SIGKILL on the way out; give the kernel a moment to reap it.
+        for _ in 0..50 {
+            if processes_mentioning(&needle).is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("processes left behind: {:?}", processes_mentioning(&needle));
+    }
+}
+
+/// Pids (and command lines) of live processes whose command line contains `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .map(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
+            })
+            .unwrap_or(false);
+        if cmdline.contains(needle) && !zombie && pid != std::process::id() {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
