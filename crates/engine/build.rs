@@ -23,71 +23,32 @@ fn main() {
         std::fs::copy(&prebuilt, &dest).expect("copy NESTBOX_AGENT_BIN");
         return;
     }
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir
-        .parent()
-        .and_then(Path::parent)
-        .expect("workspace root")
-        .to_path_buf();
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir.parent().and_then(Path::parent).expect("workspace root").to_path_buf();
     for dir in ["crates/agent", "crates/agent-protocol"] {
-        println!(
-            "cargo:rerun-if-changed={}",
-            workspace.join(dir).join("src").display()
-        );
-        println!(
-            "cargo:rerun-if-changed={}",
-            workspace.join(dir).join("Cargo.toml").display()
-        );
+        println!("cargo:rerun-if-changed={}", workspace.join(dir).join("src").display());
+        println!("cargo:rerun-if-changed={}", workspace.join(dir).join("Cargo.toml").display());
     }
-    println!(
-        "cargo:rerun-if-changed={}",
-        workspace.join("Cargo.lock").display()
-    );
+    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
 
     // <target-dir>/<profile>/build/<pkg>/out → <target-dir>/agent
-    let target_dir = out
-        .ancestors()
-        .nth(4)
-        .map(|p| p.join("agent"))
-        .unwrap_or_else(|| out.join("agent-target"));
+    let target_dir = out.ancestors().nth(4).map(|p| p.join("agent")).unwrap_or_else(|| out.join("agent-target"));
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&workspace)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "nestbox-agent",
-            "--target",
-            TARGET,
-            "--target-dir",
-        ])
+        .args(["build", "--release", "--locked", "-p", "nestbox-agent", "--target", TARGET, "--target-dir"])
         .arg(&target_dir);
     // Build-script variables of the outer build must not leak into the inner one.
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy().into_owned();
-        if key.starts_with("CARGO_") && key != "CARGO_HOME"
-            || key == "RUSTFLAGS"
-            || key == "RUSTC_WRAPPER"
-        {
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" || key == "RUSTC_WRAPPER" {
             cmd.env_remove(&key);
         }
     }
     // Static, and stripped: the agent ships inside every guest image.
-    cmd.env(
-        "CARGO_ENCODED_RUSTFLAGS",
-        "-Ctarget-feature=+crt-static\x1f-Cstrip=symbols",
-    );
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static\x1f-Cstrip=symbols");
     let status = cmd.status().expect("run cargo for the guest agent");
-    assert!(
-        status.success(),
-        "building the static guest agent failed ({status})"
-    );
-    let built = target_dir
-        .join(TARGET)
-        .join("release")
-        .join("nestbox-agent");
+    assert!(status.success(), "building the static guest agent failed ({status})");
+    let built = target_dir.join(TARGET).join("release").join("nestbox-agent");
     std::fs::copy(&built, &dest).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
 }

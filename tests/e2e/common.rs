@@ -50,10 +50,7 @@ impl Home {
     /// A fresh home whose caches point at the shared ones.
     pub fn new() -> Self {
         // Short path: Unix socket paths are limited to 107 bytes.
-        let dir = tempfile::Builder::new()
-            .prefix("nbx")
-            .tempdir_in("/tmp")
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("nbx").tempdir_in("/tmp").unwrap();
         let shared = shared_cache();
         for sub in ["kernels", "images", "cache"] {
             std::os::unix::fs::symlink(shared.join(sub), dir.path().join(sub)).unwrap();
@@ -73,9 +70,7 @@ impl Home {
         S: AsRef<std::ffi::OsStr>,
     {
         let mut cmd = Command::new(NESTBOX);
-        cmd.args(args)
-            .env("NESTBOX_HOME", self.path())
-            .stdin(Stdio::null());
+        cmd.args(args).env("NESTBOX_HOME", self.path()).stdin(Stdio::null());
         cmd
     }
 
@@ -119,10 +114,7 @@ pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
         };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| {
-                s.rsplit_once(") ")
-                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
-            })
+            .map(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
             .unwrap_or(false);
         if cmdline.contains(needle) && !zombie && pid != std::process::id() {
             found.push((pid, cmdline));

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use nestbox_agent_client::{ExecEvent, ExecRequest};
-use nestbox_backend_qemu::QemuConfig;
-use nestbox_engine::accel::{self, AccelChoice};
+use nestbox_backend_qemu::{Accel, QemuConfig};
+use nestbox_engine::accel::AccelChoice;
 use nestbox_engine::{BootRequest, Home as EngineHome, Runner};
 
 use crate::common::Home;
@@ -19,19 +19,19 @@ fn test_sixteen_concurrent_execs_in_one_vm() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let engine_home = EngineHome::new(home.path());
-        let qemu = nestbox_backend_qemu::vm::locate_binary().unwrap();
-        let decision = accel::choose(AccelChoice::Auto, &engine_home.cache(), &qemu).await.unwrap();
-        let runner = Runner::new(engine_home, QemuConfig::new(decision.accel).unwrap());
-        let sandbox = runner
-            .boot(&BootRequest {
+        let runner = Runner::new(engine_home, QemuConfig::new(Accel::Tcg).unwrap());
+        let prepared = runner
+            .prepare(&BootRequest {
                 vcpus: 1,
                 memory_mib: 256,
                 kernel: None,
                 kernel_args: vec![],
                 boot_timeout: Duration::from_secs(60),
+                accel: AccelChoice::Auto,
             })
             .await
             .unwrap();
+        let sandbox = runner.boot(&prepared).await.unwrap();
         // Each exec announces itself, then waits until all have: if the agent ran execs one
         // at a time, the first would wait forever and the timeout would kill it.
         let script = format!(

@@ -43,21 +43,9 @@ fn test_missing_kernel_file_names_the_flag() {
         return;
     }
     let home = Home::new();
-    let out = home.output([
-        "run",
-        "--accel",
-        "tcg",
-        "--kernel",
-        "/nonexistent/vmlinuz",
-        "--",
-        "true",
-    ]);
+    let out = home.output(["run", "--accel", "tcg", "--kernel", "/nonexistent/vmlinuz", "--", "true"]);
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("/nonexistent/vmlinuz"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("/nonexistent/vmlinuz"), "{}", stderr(&out));
     home.assert_clean();
 }
 
@@ -88,17 +76,10 @@ fn test_kernel_without_pvh_note_is_refused() {
 fn test_qemu_missing_names_the_package() {
     let home = Home::new();
     let empty = tempfile::tempdir().unwrap();
-    let out = home
-        .nestbox(["run", "--", "true"])
-        .env("PATH", empty.path())
-        .output()
-        .unwrap();
+    let out = home.nestbox(["run", "--", "true"]).env("PATH", empty.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(
-        err.contains("qemu-system-x86_64") && err.contains("qemu-system-x86 package"),
-        "{err}"
-    );
+    assert!(err.contains("qemu-system-x86_64") && err.contains("qemu-system-x86 package"), "{err}");
     home.assert_clean();
 }
 
@@ -121,14 +102,8 @@ fn test_boot_deadline_shows_console_and_cleans_up() {
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("did not come up within 6s"), "{err}");
-    assert!(
-        err.contains("Kernel panic") || err.contains("VFS"),
-        "console lines missing: {err}"
-    );
-    let console_lines = err
-        .lines()
-        .skip_while(|l| !l.contains("last console lines"))
-        .count();
+    assert!(err.contains("Kernel panic") || err.contains("VFS"), "console lines missing: {err}");
+    let console_lines = err.lines().skip_while(|l| !l.contains("last console lines")).count();
     assert!((2..=21).contains(&console_lines), "{err}");
     home.assert_clean();
 }

@@ -15,11 +15,7 @@ fn test_run_prints_guest_kernel_line() {
     let home = Home::new();
     let out = home.output(["run", "--", "uname", "-a"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out).starts_with("Linux nestbox "),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).starts_with("Linux nestbox "), "{}", stdout(&out));
     home.assert_clean();
 }
 
@@ -81,11 +77,7 @@ fn test_run_timeout_kills_the_command() {
     let home = Home::new();
     let out = home.output(["run", "--timeout", "1s", "--", "sleep", "30"]);
     assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("timed out after 1s"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("timed out after 1s"), "{}", stderr(&out));
     home.assert_clean();
 }
 
@@ -117,8 +109,7 @@ fn test_run_forwards_stdin() {
 fn test_run_64_mib_through_stdout_with_checksum() {
     require_vm!();
     let home = Home::new();
-    let script =
-        "head -c 67108864 /dev/urandom > /tmp/blob && sha256sum /tmp/blob >&2 && cat /tmp/blob";
+    let script = "head -c 67108864 /dev/urandom > /tmp/blob && sha256sum /tmp/blob >&2 && cat /tmp/blob";
     let mut child = home
         .nestbox(["run", "--memory", "512M", "--", "sh", "-c", script])
         .stdout(Stdio::piped())
@@ -138,20 +129,12 @@ fn test_run_64_mib_through_stdout_with_checksum() {
         total += n;
     }
     let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{err}");
     assert_eq!(total, 64 << 20);
     let ours = hex::encode(hasher.finalize());
-    assert!(
-        err.contains(&format!("{ours}  /tmp/blob")),
-        "guest sum differs from ours ({ours}): {err}"
-    );
+    assert!(err.contains(&format!("{ours}  /tmp/blob")), "guest sum differs from ours ({ours}): {err}");
     home.assert_clean();
 }
 
@@ -170,10 +153,7 @@ fn test_run_streams_output_live() {
     let first_at = Instant::now();
     assert_eq!(lines.next().unwrap().unwrap(), "second");
     // "first" arrived while the command was still sleeping, not at its exit.
-    assert!(
-        first_at.elapsed() >= Duration::from_secs(2),
-        "output was buffered until exit"
-    );
+    assert!(first_at.elapsed() >= Duration::from_secs(2), "output was buffered until exit");
     assert!(child.wait().unwrap().success());
     home.assert_clean();
 }
@@ -193,11 +173,7 @@ fn interrupt_run(signal: i32, expected: i32) {
     let started = Instant::now();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(expected));
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "teardown took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(30), "teardown took {:?}", started.elapsed());
     home.assert_clean();
 }
 
@@ -217,24 +193,12 @@ fn test_run_sigterm_tears_down_with_143() {
 fn test_run_with_two_cpus_sees_two() {
     require_vm!();
     let home = Home::new();
-    let out = home.output([
-        "run",
-        "--cpus",
-        "2",
-        "--memory",
-        "256M",
-        "--",
-        "sh",
-        "-c",
-        "nproc; grep MemTotal /proc/meminfo",
-    ]);
+    let out =
+        home.output(["run", "--cpus", "2", "--memory", "256M", "--", "sh", "-c", "nproc; grep MemTotal /proc/meminfo"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.starts_with("2\n"), "{text}");
     let kib: u64 = text.split_whitespace().nth(2).unwrap().parse().unwrap();
-    assert!(
-        (150_000..=262_144).contains(&kib),
-        "MemTotal {kib} kB for 256M"
-    );
+    assert!((150_000..=262_144).contains(&kib), "MemTotal {kib} kB for 256M");
     home.assert_clean();
 }

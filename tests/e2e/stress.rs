@@ -21,13 +21,7 @@ impl Drop for Busy {
 #[test]
 fn test_twenty_boots_in_a_row_under_load() {
     require_vm!();
-    let _busy = Busy(
-        Command::new("sh")
-            .args(["-c", "while :; do :; done"])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _busy = Busy(Command::new("sh").args(["-c", "while :; do :; done"]).stdin(Stdio::null()).spawn().unwrap());
     let home = Home::new();
     for i in 0..20 {
         let out = home.output(["run", "--boot-timeout", "60s", "--", "true"]);

@@ -76,15 +76,7 @@ impl ToQemuArgs for Machine {
         push(argv, "-machine", "microvm,acpi=on,rtc=on,x-option-roms=off");
         push(argv, "-accel", self.accel.as_str());
         // KVM passes the host CPU through; TCG emulates the richest model it has.
-        push(
-            argv,
-            "-cpu",
-            if self.accel == Accel::Kvm {
-                "host"
-            } else {
-                "max"
-            },
-        );
+        push(argv, "-cpu", if self.accel == Accel::Kvm { "host" } else { "max" });
     }
 }
 
@@ -128,14 +120,7 @@ struct Qmp {
 
 impl ToQemuArgs for Qmp {
     fn append(&self, argv: &mut Vec<String>) {
-        push(
-            argv,
-            "-chardev",
-            format!(
-                "socket,id=qmp,path={},server=on,wait=off",
-                opt_value(&self.socket)
-            ),
-        );
+        push(argv, "-chardev", format!("socket,id=qmp,path={},server=on,wait=off", opt_value(&self.socket)));
         push(argv, "-mon", "chardev=qmp,mode=control");
     }
 }
@@ -160,19 +145,8 @@ struct AgentPort {
 impl ToQemuArgs for AgentPort {
     fn append(&self, argv: &mut Vec<String>) {
         push(argv, "-device", "virtio-serial-device,id=vser0,max_ports=2");
-        push(
-            argv,
-            "-chardev",
-            format!(
-                "socket,id=agent,path={},server=on,wait=off",
-                opt_value(&self.socket)
-            ),
-        );
-        push(
-            argv,
-            "-device",
-            format!("virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT_NAME}"),
-        );
+        push(argv, "-chardev", format!("socket,id=agent,path={},server=on,wait=off", opt_value(&self.socket)));
+        push(argv, "-device", format!("virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT_NAME}"));
     }
 }
 
@@ -190,33 +164,18 @@ impl ToQemuArgs for Device {
                         opt_value(path)
                     ),
                 );
-                push(
-                    argv,
-                    "-device",
-                    format!("virtio-blk-device,drive={id},id={id}"),
-                );
+                push(argv, "-device", format!("virtio-blk-device,drive={id},id={id}"));
             }
             Device::VirtioNet { id, tap, mac } => {
-                push(
-                    argv,
-                    "-netdev",
-                    format!("tap,id={id},ifname={tap},script=no,downscript=no"),
-                );
+                push(argv, "-netdev", format!("tap,id={id},ifname={tap},script=no,downscript=no"));
                 let mut dev = format!("virtio-net-device,netdev={id},id={id}");
                 if let Some(mac) = mac {
                     dev.push_str(&format!(",mac={mac}"));
                 }
                 push(argv, "-device", dev);
             }
-            Device::Vsock { cid, .. } => push(
-                argv,
-                "-device",
-                format!("vhost-vsock-device,guest-cid={cid}"),
-            ),
-            Device::Balloon {
-                deflate_on_oom,
-                free_page_reporting,
-            } => push(
+            Device::Vsock { cid, .. } => push(argv, "-device", format!("vhost-vsock-device,guest-cid={cid}")),
+            Device::Balloon { deflate_on_oom, free_page_reporting } => push(
                 argv,
                 "-device",
                 format!(
@@ -243,10 +202,7 @@ fn on_off(b: bool) -> &'static str {
 fn is_qcow2(path: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && &magic == b"QFI\xfb"
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"QFI\xfb"
 }
 
 /// What, besides the spec, shapes the command line.
@@ -266,46 +222,27 @@ impl QemuArgs {
     /// The whole argv (without the program) for `spec`, with sockets under `dirs`.
     pub fn build(&self, spec: &VmSpec, dirs: &VmDirs) -> Result<Vec<String>, BackendError> {
         let boot = match &spec.boot {
-            Boot::Linux {
-                kernel,
-                initrd,
-                cmdline,
-            } => LinuxBoot {
-                kernel: kernel.clone(),
-                initrd: initrd.clone(),
-                cmdline: self.cmdline(cmdline),
-            },
+            Boot::Linux { kernel, initrd, cmdline } => {
+                LinuxBoot { kernel: kernel.clone(), initrd: initrd.clone(), cmdline: self.cmdline(cmdline) }
+            }
             Boot::Firmware { .. } => {
-                return Err(BackendError::Unsupported {
-                    backend: BackendKind::Qemu,
-                    op: Operation::FirmwareBoot,
-                });
+                return Err(BackendError::Unsupported { backend: BackendKind::Qemu, op: Operation::FirmwareBoot });
             }
         };
         let mut argv = Vec::new();
         let groups: Vec<Box<dyn ToQemuArgs>> = vec![
-            Box::new(Base {
-                name: self.name.clone(),
-            }),
+            Box::new(Base { name: self.name.clone() }),
             Box::new(Machine { accel: self.accel }),
-            Box::new(Resources {
-                vcpus: spec.vcpus,
-                memory_mib: spec.memory_mib,
-            }),
+            Box::new(Resources { vcpus: spec.vcpus, memory_mib: spec.memory_mib }),
             Box::new(boot),
-            Box::new(Qmp {
-                socket: dirs.api_socket(),
-            }),
+            Box::new(Qmp { socket: dirs.api_socket() }),
             Box::new(Console),
         ];
         for group in &groups {
             group.append(&mut argv);
         }
         if self.agent {
-            AgentPort {
-                socket: dirs.agent_socket(),
-            }
-            .append(&mut argv);
+            AgentPort { socket: dirs.agent_socket() }.append(&mut argv);
         }
         for device in &spec.devices {
             device.append(&mut argv);
@@ -316,11 +253,7 @@ impl QemuArgs {
     /// The guest command line: the spec's, plus `tsc_early_khz=` under TCG unless already set.
     fn cmdline(&self, base: &str) -> String {
         let mut cmdline = base.trim().to_owned();
-        if self.accel == Accel::Tcg
-            && !cmdline
-                .split_whitespace()
-                .any(|w| w.starts_with("tsc_early_khz="))
-        {
+        if self.accel == Accel::Tcg && !cmdline.split_whitespace().any(|w| w.starts_with("tsc_early_khz=")) {
             if !cmdline.is_empty() {
                 cmdline.push(' ');
             }
@@ -335,49 +268,22 @@ mod tests {
     use super::*;
 
     fn args(accel: Accel) -> QemuArgs {
-        QemuArgs {
-            name: "t".into(),
-            accel,
-            tsc_khz: 2_600_000,
-            agent: true,
-        }
+        QemuArgs { name: "t".into(), accel, tsc_khz: 2_600_000, agent: true }
     }
 
     #[test]
     fn test_cmdline_adds_tsc_only_under_tcg() {
-        assert_eq!(
-            args(Accel::Tcg).cmdline("console=ttyS0"),
-            "console=ttyS0 tsc_early_khz=2600000"
-        );
+        assert_eq!(args(Accel::Tcg).cmdline("console=ttyS0"), "console=ttyS0 tsc_early_khz=2600000");
         assert_eq!(args(Accel::Tcg).cmdline(""), "tsc_early_khz=2600000");
-        assert_eq!(
-            args(Accel::Tcg).cmdline("tsc_early_khz=1 quiet"),
-            "tsc_early_khz=1 quiet"
-        );
+        assert_eq!(args(Accel::Tcg).cmdline("tsc_early_khz=1 quiet"), "tsc_early_khz=1 quiet");
         assert_eq!(args(Accel::Kvm).cmdline("quiet"), "quiet");
     }
 
     #[test]
     fn test_firmware_boot_is_unsupported() {
-        let spec = VmSpec {
-            vcpus: 1,
-            memory_mib: 128,
-            boot: Boot::Firmware { path: "/fw".into() },
-            devices: vec![],
-        };
-        let err = args(Accel::Tcg)
-            .build(&spec, &VmDirs::new("/d"))
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                BackendError::Unsupported {
-                    op: Operation::FirmwareBoot,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        let spec = VmSpec { vcpus: 1, memory_mib: 128, boot: Boot::Firmware { path: "/fw".into() }, devices: vec![] };
+        let err = args(Accel::Tcg).build(&spec, &VmDirs::new("/d")).unwrap_err();
+        assert!(matches!(err, BackendError::Unsupported { op: Operation::FirmwareBoot, .. }), "{err}");
     }
 
     #[test]

@@ -12,11 +12,7 @@ pub fn tsc_khz() -> u32 {
     std::fs::read_to_string("/sys/devices/system/cpu/cpu0/tsc_freq_khz")
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/cpuinfo")
-                .ok()
-                .and_then(|s| cpuinfo_khz(&s))
-        })
+        .or_else(|| std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| cpuinfo_khz(&s)))
         .unwrap_or(FALLBACK_TSC_KHZ)
 }
 

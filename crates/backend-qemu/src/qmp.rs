@@ -16,14 +16,7 @@ use tokio::net::UnixStream;
 pub const QMP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The QMP commands this client sends, for the schema contract test.
-pub const COMMANDS_USED: &[&str] = &[
-    "qmp_capabilities",
-    "query-status",
-    "stop",
-    "cont",
-    "system_powerdown",
-    "quit",
-];
+pub const COMMANDS_USED: &[&str] = &["qmp_capabilities", "query-status", "stop", "cont", "system_powerdown", "quit"];
 
 /// A QMP failure.
 #[derive(Debug, thiserror::Error)]
@@ -109,16 +102,10 @@ impl QmpClient {
         let stream = match tokio::time::timeout(QMP_TIMEOUT, connect).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(source)) => {
-                return Err(QmpError::Connect {
-                    path: path.display().to_string(),
-                    source,
-                });
+                return Err(QmpError::Connect { path: path.display().to_string(), source });
             }
             Err(_) => {
-                return Err(QmpError::Timeout {
-                    command: "qmp_capabilities",
-                    timeout: QMP_TIMEOUT,
-                });
+                return Err(QmpError::Timeout { command: "qmp_capabilities", timeout: QMP_TIMEOUT });
             }
         };
         let (service, events) = stream.spawn_tokio();
@@ -132,18 +119,9 @@ impl QmpClient {
     {
         match tokio::time::timeout(QMP_TIMEOUT, self.service.execute(command)).await {
             Ok(Ok(ok)) => Ok(ok),
-            Ok(Err(qapi::ExecuteError::Qapi(e))) => Err(QmpError::Command {
-                command: name,
-                message: e.desc,
-            }),
-            Ok(Err(qapi::ExecuteError::Io(source))) => Err(QmpError::Io {
-                command: name,
-                source,
-            }),
-            Err(_) => Err(QmpError::Timeout {
-                command: name,
-                timeout: QMP_TIMEOUT,
-            }),
+            Ok(Err(qapi::ExecuteError::Qapi(e))) => Err(QmpError::Command { command: name, message: e.desc }),
+            Ok(Err(qapi::ExecuteError::Io(source))) => Err(QmpError::Io { command: name, source }),
+            Err(_) => Err(QmpError::Timeout { command: name, timeout: QMP_TIMEOUT }),
         }
     }
 
@@ -171,9 +149,7 @@ impl QmpClient {
 
     /// `system_powerdown`: presses the ACPI power button.
     pub async fn system_powerdown(&self) -> Result<(), QmpError> {
-        self.run("system_powerdown", qmp::system_powerdown {})
-            .await
-            .map(drop)
+        self.run("system_powerdown", qmp::system_powerdown {}).await.map(drop)
     }
 
     /// `quit`: QEMU exits at once.

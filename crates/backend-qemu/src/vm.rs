@@ -6,13 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nestbox_backend::{
-    AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, ExitReport, Operation, VmDirs,
-    VmHandle, VmState,
+    AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, ExitReport, Operation, VmDirs, VmHandle, VmState,
 };
 use nestbox_model::VmSpec;
-use nestbox_supervise::{
-    CommandSpec, LogSpec, OsSpawner, Spawner, Stream, SuperviseError, Supervised,
-};
+use nestbox_supervise::{CommandSpec, LogSpec, OsSpawner, Spawner, Stream, SuperviseError, Supervised};
 
 use crate::args::{Accel, QemuArgs};
 use crate::qmp::{QmpClient, QmpError, RunStatus};
@@ -58,10 +55,8 @@ impl QemuConfig {
 
 /// Finds `qemu-system-x86_64` on `PATH`, or says which package provides it.
 pub fn locate_binary() -> Result<PathBuf, BackendError> {
-    nestbox_supervise::find_program(QEMU_BINARY).ok_or_else(|| BackendError::BinaryNotFound {
-        binary: QEMU_BINARY.into(),
-        package: QEMU_PACKAGE.into(),
-    })
+    nestbox_supervise::find_program(QEMU_BINARY)
+        .ok_or_else(|| BackendError::BinaryNotFound { binary: QEMU_BINARY.into(), package: QEMU_PACKAGE.into() })
 }
 
 /// The QEMU driver.
@@ -90,11 +85,7 @@ impl QemuBackend {
                 Operation::DeviceRng,
             ],
         };
-        Self {
-            config,
-            spawner,
-            capabilities,
-        }
+        Self { config, spawner, capabilities }
     }
 
     /// The configuration in use.
@@ -103,33 +94,14 @@ impl QemuBackend {
     }
 
     /// The command QEMU is started with for `spec`.
-    pub fn command(
-        &self,
-        spec: &VmSpec,
-        dirs: &VmDirs,
-        agent: bool,
-    ) -> Result<CommandSpec, BackendError> {
-        let name = dirs
-            .root()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let args = QemuArgs {
-            name: format!("nestbox-{name}"),
-            accel: self.config.accel,
-            tsc_khz: self.config.tsc_khz,
-            agent,
-        }
-        .build(spec, dirs)?;
+    pub fn command(&self, spec: &VmSpec, dirs: &VmDirs, agent: bool) -> Result<CommandSpec, BackendError> {
+        let name = dirs.root().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let args =
+            QemuArgs { name: format!("nestbox-{name}"), accel: self.config.accel, tsc_khz: self.config.tsc_khz, agent }
+                .build(spec, dirs)?;
         let mut cmd = CommandSpec::new(&self.config.binary).args(args);
-        cmd.stdout_log = Some(LogSpec {
-            path: dirs.console_log(),
-            max_bytes: self.config.console_max_bytes,
-        });
-        cmd.stderr_log = Some(LogSpec {
-            path: dirs.hypervisor_log(),
-            max_bytes: self.config.console_max_bytes,
-        });
+        cmd.stdout_log = Some(LogSpec { path: dirs.console_log(), max_bytes: self.config.console_max_bytes });
+        cmd.stderr_log = Some(LogSpec { path: dirs.hypervisor_log(), max_bytes: self.config.console_max_bytes });
         cmd.die_with_parent = self.config.die_with_parent;
         cmd.new_process_group = true;
         Ok(cmd)
@@ -146,42 +118,22 @@ impl Backend for QemuBackend {
         &self.capabilities
     }
 
-    async fn launch(
-        &self,
-        spec: &VmSpec,
-        dirs: &VmDirs,
-    ) -> Result<Box<dyn VmHandle>, BackendError> {
+    async fn launch(&self, spec: &VmSpec, dirs: &VmDirs) -> Result<Box<dyn VmHandle>, BackendError> {
         self.check(spec)?;
         let cmd = self.command(spec, dirs, true)?;
-        let child = self
-            .spawner
-            .spawn(&cmd)
-            .map_err(|e| spawn_error(&self.config, e))?;
-        if let Err(e) = child
-            .wait_for_socket(&dirs.api_socket(), self.config.start_timeout)
-            .await
-        {
+        let child = self.spawner.spawn(&cmd).map_err(|e| spawn_error(&self.config, e))?;
+        if let Err(e) = child.wait_for_socket(&dirs.api_socket(), self.config.start_timeout).await {
             child.kill();
-            return Err(BackendError::Launch {
-                backend: BackendKind::Qemu,
-                reason: launch_reason(&child, e),
-            });
+            return Err(BackendError::Launch { backend: BackendKind::Qemu, reason: launch_reason(&child, e) });
         }
         let qmp = match QmpClient::connect(&dirs.api_socket()).await {
             Ok(qmp) => qmp,
             Err(e) => {
                 child.kill();
-                return Err(BackendError::Launch {
-                    backend: BackendKind::Qemu,
-                    reason: e.to_string(),
-                });
+                return Err(BackendError::Launch { backend: BackendKind::Qemu, reason: e.to_string() });
             }
         };
-        Ok(Box::new(QemuVm {
-            child,
-            qmp,
-            agent: AgentEndpoint::Unix(dirs.agent_socket()),
-        }))
+        Ok(Box::new(QemuVm { child, qmp, agent: AgentEndpoint::Unix(dirs.agent_socket()) }))
     }
 }
 
@@ -192,20 +144,13 @@ fn spawn_error(config: &QemuConfig, e: SuperviseError) -> BackendError {
             package: QEMU_PACKAGE.into(),
         };
     }
-    BackendError::Launch {
-        backend: BackendKind::Qemu,
-        reason: e.to_string(),
-    }
+    BackendError::Launch { backend: BackendKind::Qemu, reason: e.to_string() }
 }
 
 /// The reason a launch failed, with QEMU's own last words when it left any.
 fn launch_reason(child: &Supervised, e: SuperviseError) -> String {
     let tail = child.log_tail(Stream::Stderr, 5).join(" / ");
-    if tail.is_empty() {
-        e.to_string()
-    } else {
-        format!("{e}: {tail}")
-    }
+    if tail.is_empty() { e.to_string() } else { format!("{e}: {tail}") }
 }
 
 /// A running QEMU.
@@ -220,11 +165,9 @@ impl QemuVm {
     fn api_error(&self, e: QmpError) -> BackendError {
         match self.child.try_wait() {
             Some(report) => BackendError::Exited(convert(report)),
-            None => BackendError::Api {
-                backend: BackendKind::Qemu,
-                request: command_of(&e).into(),
-                message: e.to_string(),
-            },
+            None => {
+                BackendError::Api { backend: BackendKind::Qemu, request: command_of(&e).into(), message: e.to_string() }
+            }
         }
     }
 }
@@ -232,17 +175,12 @@ impl QemuVm {
 fn command_of(e: &QmpError) -> &'static str {
     match e {
         QmpError::Connect { .. } => "connect",
-        QmpError::Command { command, .. }
-        | QmpError::Io { command, .. }
-        | QmpError::Timeout { command, .. } => command,
+        QmpError::Command { command, .. } | QmpError::Io { command, .. } | QmpError::Timeout { command, .. } => command,
     }
 }
 
 fn convert(report: nestbox_supervise::ExitReport) -> ExitReport {
-    ExitReport {
-        code: report.code,
-        signal: report.signal,
-    }
+    ExitReport { code: report.code, signal: report.signal }
 }
 
 #[async_trait]
@@ -265,10 +203,7 @@ impl VmHandle for QemuVm {
     async fn resume(&self) -> Result<(), BackendError> {
         match self.state().await? {
             VmState::Paused => self.qmp.cont().await.map_err(|e| self.api_error(e)),
-            state => Err(BackendError::InvalidState {
-                op: "resume",
-                state,
-            }),
+            state => Err(BackendError::InvalidState { op: "resume", state }),
         }
     }
 

@@ -22,24 +22,10 @@ fn spec() -> VmSpec {
             cmdline: "console=ttyS0 quiet".into(),
         },
         devices: vec![
-            Device::VirtioBlk {
-                id: "root".into(),
-                path: "/d/root,1.img".into(),
-                readonly: true,
-            },
-            Device::VirtioNet {
-                id: "net0".into(),
-                tap: "tap0".into(),
-                mac: Some("02:00:00:00:00:01".into()),
-            },
-            Device::Vsock {
-                cid: 3,
-                socket: None,
-            },
-            Device::Balloon {
-                deflate_on_oom: true,
-                free_page_reporting: false,
-            },
+            Device::VirtioBlk { id: "root".into(), path: "/d/root,1.img".into(), readonly: true },
+            Device::VirtioNet { id: "net0".into(), tap: "tap0".into(), mac: Some("02:00:00:00:00:01".into()) },
+            Device::Vsock { cid: 3, socket: None },
+            Device::Balloon { deflate_on_oom: true, free_page_reporting: false },
             Device::Rng,
         ],
     }
@@ -48,24 +34,15 @@ fn spec() -> VmSpec {
 #[test]
 fn test_argv_golden() {
     let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/argv-tcg.txt");
-    let argv = QemuArgs {
-        name: "nestbox-abc".into(),
-        accel: Accel::Tcg,
-        tsc_khz: 2_600_000,
-        agent: true,
-    }
-    .build(&spec(), &VmDirs::new("/h/sandboxes/abc"))
-    .unwrap();
+    let argv = QemuArgs { name: "nestbox-abc".into(), accel: Accel::Tcg, tsc_khz: 2_600_000, agent: true }
+        .build(&spec(), &VmDirs::new("/h/sandboxes/abc"))
+        .unwrap();
     let text = argv.join("\n") + "\n";
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &text).unwrap();
     }
-    let expected =
-        std::fs::read_to_string(&golden).expect("golden file (UPDATE_GOLDEN=1 writes it)");
-    assert_eq!(
-        text, expected,
-        "argv changed; review and rerun with UPDATE_GOLDEN=1"
-    );
+    let expected = std::fs::read_to_string(&golden).expect("golden file (UPDATE_GOLDEN=1 writes it)");
+    assert_eq!(text, expected, "argv changed; review and rerun with UPDATE_GOLDEN=1");
 }
 
 #[test]
@@ -81,9 +58,6 @@ fn test_qmp_commands_exist_in_schema() {
         .collect();
     assert!(commands.len() > 100, "schema dump looks truncated");
     for used in COMMANDS_USED {
-        assert!(
-            commands.contains(used),
-            "QMP command {used} is not in QEMU 7.2's schema"
-        );
+        assert!(commands.contains(used), "QMP command {used} is not in QEMU 7.2's schema");
     }
 }

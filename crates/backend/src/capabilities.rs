@@ -111,32 +111,17 @@ mod tests {
         VmSpec {
             vcpus: 1,
             memory_mib: 128,
-            boot: Boot::Linux {
-                kernel: PathBuf::from("/k"),
-                initrd: None,
-                cmdline: String::new(),
-            },
+            boot: Boot::Linux { kernel: PathBuf::from("/k"), initrd: None, cmdline: String::new() },
             devices,
         }
     }
 
     #[test]
     fn test_check_names_backend_and_operation() {
-        let caps = Capabilities {
-            operations: vec![Operation::DeviceRng],
-        };
-        assert!(
-            caps.check(BackendKind::Qemu, &spec(vec![Device::Rng]))
-                .is_ok()
-        );
+        let caps = Capabilities { operations: vec![Operation::DeviceRng] };
+        assert!(caps.check(BackendKind::Qemu, &spec(vec![Device::Rng])).is_ok());
         let err = caps
-            .check(
-                BackendKind::Qemu,
-                &spec(vec![Device::VirtioFs {
-                    tag: "t".into(),
-                    path: "/s".into(),
-                }]),
-            )
+            .check(BackendKind::Qemu, &spec(vec![Device::VirtioFs { tag: "t".into(), path: "/s".into() }]))
             .unwrap_err();
         assert_eq!(err.to_string(), "qemu does not support device-fs");
     }

@@ -69,8 +69,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         self.capabilities().check(self.kind(), spec)
     }
     /// Starts the hypervisor for `spec`, with its sockets and logs under `dirs`, and boots it.
-    async fn launch(&self, spec: &VmSpec, dirs: &VmDirs)
-    -> Result<Box<dyn VmHandle>, BackendError>;
+    async fn launch(&self, spec: &VmSpec, dirs: &VmDirs) -> Result<Box<dyn VmHandle>, BackendError>;
 }
 
 /// A running VM.

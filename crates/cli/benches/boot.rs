@@ -12,45 +12,35 @@ use nestbox_backend_qemu::QemuArgs;
 use nestbox_engine::Home;
 use nestbox_engine::accel::{self, AccelChoice};
 use nestbox_engine::guest::DEFAULT_CMDLINE;
-use nestbox_initramfs::cpio::NewcWriter;
+use nestbox_initramfs::busybox::Busybox;
+use nestbox_initramfs::script_image;
 use nestbox_model::{Boot, VmSpec};
 
 const TARGET_RATIO: f64 = 1.15;
 
 fn main() {
-    let runs: usize = std::env::var("NESTBOX_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let runs: usize = std::env::var("NESTBOX_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let Some(qemu) = nestbox_supervise::find_program("qemu-system-x86_64") else {
         println!("skipped: qemu-system-x86_64 is not installed");
         return;
     };
-    let work = tempfile::Builder::new()
-        .prefix("nbxbench")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let work = tempfile::Builder::new().prefix("nbxbench").tempdir_in("/tmp").unwrap();
     let home = Home::new(work.path().join("home"));
     let kernel = nestbox_kernel::resolve(None, home.root()).expect("a guest kernel");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let decision = rt
-        .block_on(accel::choose(AccelChoice::Auto, &home.cache(), &qemu))
-        .unwrap();
+    let decision = rt.block_on(accel::choose(AccelChoice::Auto, &home.cache(), &qemu, &kernel)).unwrap();
 
     // (a) raw QEMU: the same argv nestbox builds, minus the agent port, booting a busybox
     // script that powers off.
     let initrd = work.path().join("trivial.cpio");
-    std::fs::write(&initrd, trivial_initramfs()).unwrap();
+    let busybox = Busybox::load(None).expect("a static busybox (package busybox-static)");
+    std::fs::write(&initrd, script_image(&busybox, "/bin/busybox poweroff -f").unwrap()).unwrap();
     let raw_dir = work.path().join("raw");
     std::fs::create_dir(&raw_dir).unwrap();
     let spec = VmSpec {
         vcpus: 1,
         memory_mib: nestbox_model::defaults::DEFAULT_MEMORY_MIB,
-        boot: Boot::Linux {
-            kernel: kernel.vmlinux.clone(),
-            initrd: Some(initrd),
-            cmdline: DEFAULT_CMDLINE.into(),
-        },
+        boot: Boot::Linux { kernel: kernel.vmlinux.clone(), initrd: Some(initrd), cmdline: DEFAULT_CMDLINE.into() },
         devices: vec![],
     };
     let args = QemuArgs {
@@ -62,12 +52,7 @@ fn main() {
     .build(&spec, &VmDirs::new(&raw_dir))
     .unwrap();
     let raw = || {
-        let status = Command::new(&qemu)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
+        let status = Command::new(&qemu).args(&args).stdin(Stdio::null()).stdout(Stdio::null()).status().unwrap();
         assert!(status.success(), "raw boot failed: {status}");
     };
 
@@ -80,11 +65,7 @@ fn main() {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "nestbox run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "nestbox run failed: {}", String::from_utf8_lossy(&out.stderr));
     };
     raw();
     run();
@@ -96,16 +77,8 @@ fn main() {
     }
     let (ma, mb) = (median(&mut a), median(&mut b));
     println!("accelerator: {}", decision.accel);
-    println!(
-        "(a) raw QEMU boot to a powering-off init: median {:.3} s, min {:.3} s, n={runs}",
-        ma,
-        min(&a)
-    );
-    println!(
-        "(b) nestbox run -- true:                  median {:.3} s, min {:.3} s, n={runs}",
-        mb,
-        min(&b)
-    );
+    println!("(a) raw QEMU boot to a powering-off init: median {:.3} s, min {:.3} s, n={runs}", ma, min(&a));
+    println!("(b) nestbox run -- true:                  median {:.3} s, min {:.3} s, n={runs}", mb, min(&b));
     println!("ratio b/a: {:.3} (target <= {TARGET_RATIO})", mb / ma);
 }
 
@@ -118,33 +91,9 @@ fn time(f: impl Fn()) -> f64 {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
 fn min(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-/// A newc archive with a static busybox and an `/init` that powers off at once.
-fn trivial_initramfs() -> Vec<u8> {
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .find_map(|p| std::fs::read(p).ok())
-        .expect("a static busybox (package busybox-static)");
-    let mut w = NewcWriter::new(Vec::new());
-    w.add_dir("bin", 0o755).unwrap();
-    w.add_dir("dev", 0o755).unwrap();
-    w.add_char_device("dev/console", 0o600, 5, 1).unwrap();
-    w.add_file("bin/busybox", 0o755, &busybox).unwrap();
-    w.add_file(
-        "init",
-        0o755,
-        b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n",
-    )
-    .unwrap();
-    w.finish().unwrap()
 }

@@ -93,10 +93,7 @@ fn parse_vcpus(s: &str) -> Result<u8, String> {
 fn parse_memory(s: &str) -> Result<u32, String> {
     let mib = nestbox_model::parse_memory_mib(s).map_err(|e| e.to_string())?;
     if mib < nestbox_model::defaults::MIN_MEMORY_MIB {
-        return Err(format!(
-            "at least {}M is needed",
-            nestbox_model::defaults::MIN_MEMORY_MIB
-        ));
+        return Err(format!("at least {}M is needed", nestbox_model::defaults::MIN_MEMORY_MIB));
     }
     Ok(mib)
 }
@@ -126,40 +123,20 @@ mod tests {
 
     #[test]
     fn test_run_takes_everything_after_double_dash() {
-        let cli = Cli::try_parse_from([
-            "nestbox",
-            "run",
-            "--cpus",
-            "2",
-            "--",
-            "sh",
-            "-c",
-            "echo --cpus",
-        ])
-        .unwrap();
-        let Command::Run(args) = cli.command else {
-            panic!("not run")
-        };
+        let cli = Cli::try_parse_from(["nestbox", "run", "--cpus", "2", "--", "sh", "-c", "echo --cpus"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
         assert_eq!(args.cpus, 2);
         assert_eq!(args.command, ["sh", "-c", "echo --cpus"]);
     }
 
     #[test]
     fn test_bad_values_name_the_flag() {
-        for (flag, value) in [
-            ("--cpus", "0"),
-            ("--memory", "12Q"),
-            ("--env", "=x"),
-            ("--timeout", "soon"),
-            ("--accel", "hvf"),
-        ] {
-            let err =
-                Cli::try_parse_from(["nestbox", "run", flag, value, "--", "true"]).unwrap_err();
+        for (flag, value) in
+            [("--cpus", "0"), ("--memory", "12Q"), ("--env", "=x"), ("--timeout", "soon"), ("--accel", "hvf")]
+        {
+            let err = Cli::try_parse_from(["nestbox", "run", flag, value, "--", "true"]).unwrap_err();
             let text = err.render().to_string();
-            assert!(
-                text.lines().next().unwrap().contains(flag),
-                "{flag}: {text}"
-            );
+            assert!(text.lines().next().unwrap().contains(flag), "{flag}: {text}");
         }
     }
 }

@@ -18,18 +18,12 @@ pub fn usage_error(e: clap::Error) -> ! {
     use clap::error::ErrorKind;
     if matches!(
         e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
         e.exit();
     }
     let rendered = e.render().to_string();
-    let line = rendered
-        .lines()
-        .next()
-        .unwrap_or("invalid arguments")
-        .trim_start_matches("error: ");
+    let line = rendered.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
     eprintln!("nestbox: {line}");
     std::process::exit(USAGE);
 }

@@ -28,11 +28,9 @@ pub async fn info(args: InfoArgs) -> anyhow::Result<i32> {
     let home = Home::from_env();
     let qemu = nestbox_backend_qemu::vm::locate_binary().ok();
     let kernel = nestbox_kernel::resolve(args.kernel.as_deref(), home.root());
-    let decision = match &qemu {
-        Some(q) => accel::choose(accel::AccelChoice::Auto, &home.cache(), q)
-            .await
-            .ok(),
-        None => None,
+    let decision = match (&qemu, &kernel) {
+        (Some(q), Ok(k)) => accel::choose(accel::AccelChoice::Auto, &home.cache(), q, k).await.ok(),
+        _ => None,
     };
     let info = Info {
         home: home.root().display().to_string(),
@@ -54,25 +52,15 @@ pub async fn info(args: InfoArgs) -> anyhow::Result<i32> {
             println!("home:     {}", info.home);
             println!(
                 "qemu:     {}",
-                info.qemu.clone().unwrap_or_else(|| format!(
-                    "not found (install {})",
-                    nestbox_backend_qemu::QEMU_PACKAGE
-                ))
+                info.qemu
+                    .clone()
+                    .unwrap_or_else(|| format!("not found (install {})", nestbox_backend_qemu::QEMU_PACKAGE))
             );
             match (&info.kernel, &info.kernel_error) {
                 (Some(k), _) => {
-                    println!(
-                        "kernel:   {} ({})",
-                        k.source,
-                        k.version.clone().unwrap_or_else(none)
-                    );
+                    println!("kernel:   {} ({})", k.source, k.version.clone().unwrap_or_else(none));
                     println!("vmlinux:  {}", k.vmlinux);
-                    println!(
-                        "modules:  {}",
-                        k.modules_dir
-                            .clone()
-                            .unwrap_or_else(|| "none (drivers built in)".into())
-                    );
+                    println!("modules:  {}", k.modules_dir.clone().unwrap_or_else(|| "none (drivers built in)".into()));
                 }
                 (None, Some(e)) => println!("kernel:   {e}"),
                 (None, None) => println!("kernel:   -"),
@@ -83,9 +71,5 @@ pub async fn info(args: InfoArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    Ok(if info.qemu.is_some() && info.kernel.is_some() {
-        0
-    } else {
-        crate::exit::FAILURE
-    })
+    Ok(if info.qemu.is_some() && info.kernel.is_some() { 0 } else { crate::exit::FAILURE })
 }

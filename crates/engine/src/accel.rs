@@ -1,14 +1,17 @@
 //! Choosing the accelerator: KVM only when a probe shows it really runs a guest.
 //!
-//! The probe (see `nestbox_backend_qemu::probe`) costs a QEMU start, so its answer is cached
-//! in `$NESTBOX_HOME/cache/kvm-probe.json`, keyed by the host's boot id and the QEMU binary:
-//! a reboot or a QEMU upgrade asks again.
+//! The probe (see `nestbox_backend_qemu::probe`) boots the guest kernel under KVM, so its
+//! answer is cached in `$NESTBOX_HOME/cache/kvm-probe.json`, keyed by the host's boot id, the
+//! QEMU binary and the kernel: a reboot, a QEMU upgrade or another kernel asks again.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use nestbox_backend_qemu::Accel;
-use nestbox_backend_qemu::probe;
+use nestbox_backend::VmDirs;
+use nestbox_backend_qemu::{Accel, QemuArgs, probe};
+use nestbox_initramfs::busybox::Busybox;
+use nestbox_kernel::ResolvedKernel;
+use nestbox_model::{Boot, VmSpec};
 use nestbox_supervise::OsSpawner;
 use serde::{Deserialize, Serialize};
 
@@ -33,9 +36,7 @@ impl FromStr for AccelChoice {
             "auto" => Ok(Self::Auto),
             "kvm" => Ok(Self::Kvm),
             "tcg" => Ok(Self::Tcg),
-            other => Err(format!(
-                "invalid accelerator {other:?}: expected auto, kvm or tcg"
-            )),
+            other => Err(format!("invalid accelerator {other:?}: expected auto, kvm or tcg")),
         }
     }
 }
@@ -54,83 +55,59 @@ struct CachedProbe {
     boot_id: String,
     qemu: PathBuf,
     qemu_mtime: u64,
+    kernel_sha256: String,
     usable: bool,
     reason: String,
 }
 
-/// Decides the accelerator for `choice`, probing KVM when needed.
+/// Decides the accelerator for `choice`, probing KVM with `kernel` when needed.
 pub async fn choose(
     choice: AccelChoice,
     cache_dir: &Path,
     qemu: &Path,
+    kernel: &ResolvedKernel,
 ) -> Result<AccelDecision, EngineError> {
     match choice {
-        AccelChoice::Tcg => Ok(AccelDecision {
-            accel: Accel::Tcg,
-            note: None,
-        }),
-        AccelChoice::Kvm => match kvm_usable(cache_dir, qemu).await {
-            Ok(()) => Ok(AccelDecision {
-                accel: Accel::Kvm,
-                note: None,
-            }),
+        AccelChoice::Tcg => Ok(AccelDecision { accel: Accel::Tcg, note: None }),
+        AccelChoice::Kvm => match kvm_usable(cache_dir, qemu, kernel).await {
+            Ok(()) => Ok(AccelDecision { accel: Accel::Kvm, note: None }),
             Err(reason) => Err(EngineError::KvmUnusable { reason }),
         },
-        AccelChoice::Auto => Ok(match kvm_usable(cache_dir, qemu).await {
-            Ok(()) => AccelDecision {
-                accel: Accel::Kvm,
-                note: None,
-            },
+        AccelChoice::Auto => Ok(match kvm_usable(cache_dir, qemu, kernel).await {
+            Ok(()) => AccelDecision { accel: Accel::Kvm, note: None },
             Err(reason) => AccelDecision {
                 accel: Accel::Tcg,
-                note: Some(format!(
-                    "KVM is not usable ({reason}); using TCG software emulation"
-                )),
+                note: Some(format!("KVM is not usable ({reason}); using TCG software emulation")),
             },
         }),
     }
 }
 
-/// `Ok(())` when KVM runs a guest on this host, else the reason it does not.
-pub async fn kvm_usable(cache_dir: &Path, qemu: &Path) -> Result<(), String> {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
+/// `Ok(())` when KVM runs `kernel` on this host, else the reason it does not.
+pub async fn kvm_usable(cache_dir: &Path, qemu: &Path, kernel: &ResolvedKernel) -> Result<(), String> {
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         return Err(format!("cannot open /dev/kvm: {e}"));
     }
     let key = CachedProbe {
-        boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .unwrap_or_default()
-            .trim()
-            .to_owned(),
+        boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_owned(),
         qemu: qemu.to_path_buf(),
         qemu_mtime: std::fs::metadata(qemu)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs()),
+        kernel_sha256: kernel.sha256.clone(),
         usable: false,
         reason: String::new(),
     };
     let cache_file = cache_dir.join("kvm-probe.json");
     if let Some(cached) = read_cache(&cache_file)
-        && (&cached.boot_id, &cached.qemu, cached.qemu_mtime)
-            == (&key.boot_id, &key.qemu, key.qemu_mtime)
+        && (&cached.boot_id, &cached.qemu, cached.qemu_mtime) == (&key.boot_id, &key.qemu, key.qemu_mtime)
     {
-        return if cached.usable {
-            Ok(())
-        } else {
-            Err(cached.reason)
-        };
+        return if cached.usable { Ok(()) } else { Err(cached.reason) };
     }
-    let result = probe_now(cache_dir, qemu).await;
-    let entry = CachedProbe {
-        usable: result.is_ok(),
-        reason: result.clone().err().unwrap_or_default(),
-        ..key
-    };
+    let result = probe_now(cache_dir, qemu, kernel).await;
+    let entry = CachedProbe { usable: result.is_ok(), reason: result.clone().err().unwrap_or_default(), ..key };
     // A cache that cannot be written only costs a probe next time.
     if let Ok(json) = serde_json::to_vec(&entry) {
         let tmp = cache_dir.join(format!("kvm-probe.json.{}", std::process::id()));
@@ -145,16 +122,45 @@ fn read_cache(path: &Path) -> Option<CachedProbe> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-async fn probe_now(cache_dir: &Path, qemu: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(cache_dir)
-        .map_err(|e| format!("cannot create {}: {e}", cache_dir.display()))?;
-    let elf = cache_dir.join(format!("kvm-probe.{}.elf", std::process::id()));
-    std::fs::write(&elf, nestbox_kernel::tiny_pvh_elf(&probe::probe_code()))
-        .map_err(|e| format!("cannot write {}: {e}", elf.display()))?;
-    let result = probe::run_probe(&OsSpawner, qemu, &elf, Accel::Kvm, probe::PROBE_TIMEOUT).await;
-    let _ = std::fs::remove_file(&elf);
+async fn probe_now(cache_dir: &Path, qemu: &Path, kernel: &ResolvedKernel) -> Result<(), String> {
+    std::fs::create_dir_all(cache_dir).map_err(|e| format!("cannot create {}: {e}", cache_dir.display()))?;
+    let work = cache_dir.join(format!("kvm-probe.{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    let result = probe_in(&work, qemu, kernel).await;
+    let _ = std::fs::remove_dir_all(&work);
     result
 }
+
+async fn probe_in(work: &Path, qemu: &Path, kernel: &ResolvedKernel) -> Result<(), String> {
+    // Step 1: a few instructions; fails fast where KVM runs nothing.
+    let elf = work.join("probe.elf");
+    std::fs::write(&elf, nestbox_kernel::tiny_pvh_elf(&probe::probe_code()))
+        .map_err(|e| format!("cannot write {}: {e}", elf.display()))?;
+    probe::run_probe(&OsSpawner, qemu, &elf, Accel::Kvm, probe::PROBE_TIMEOUT).await?;
+    // Step 2: the real kernel to userspace.
+    let busybox = Busybox::load(None).map_err(|e| e.to_string())?;
+    let script = format!("/bin/busybox echo {}\n/bin/busybox poweroff -f", probe::BOOT_PROBE_MARKER);
+    let image = nestbox_initramfs::script_image(&busybox, &script).map_err(|e| e.to_string())?;
+    let initrd = work.join("probe.cpio");
+    std::fs::write(&initrd, image).map_err(|e| format!("cannot write {}: {e}", initrd.display()))?;
+    let spec = VmSpec {
+        vcpus: 1,
+        memory_mib: PROBE_MEMORY_MIB,
+        boot: Boot::Linux {
+            kernel: kernel.vmlinux.clone(),
+            initrd: Some(initrd),
+            cmdline: crate::guest::DEFAULT_CMDLINE.into(),
+        },
+        devices: vec![],
+    };
+    let args = QemuArgs { name: "nestbox-kvm-probe".into(), accel: Accel::Kvm, tsc_khz: 0, agent: false }
+        .build(&spec, &VmDirs::new(work))
+        .map_err(|e| e.to_string())?;
+    probe::run_boot_probe(&OsSpawner, qemu, args, probe::BOOT_PROBE_TIMEOUT).await
+}
+
+/// Memory for the boot probe guest.
+const PROBE_MEMORY_MIB: u32 = 128;
 
 #[cfg(test)]
 mod tests {
@@ -165,29 +171,12 @@ mod tests {
         assert_eq!("auto".parse::<AccelChoice>(), Ok(AccelChoice::Auto));
         assert_eq!("kvm".parse::<AccelChoice>(), Ok(AccelChoice::Kvm));
         assert_eq!("tcg".parse::<AccelChoice>(), Ok(AccelChoice::Tcg));
-        assert!(
-            "hvf"
-                .parse::<AccelChoice>()
-                .unwrap_err()
-                .contains("\"hvf\"")
-        );
+        assert!("hvf".parse::<AccelChoice>().unwrap_err().contains("\"hvf\""));
     }
 
     #[tokio::test]
     async fn test_tcg_needs_no_probe() {
-        let d = choose(
-            AccelChoice::Tcg,
-            Path::new("/nonexistent"),
-            Path::new("/nonexistent"),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            d,
-            AccelDecision {
-                accel: Accel::Tcg,
-                note: None
-            }
-        );
+        let d = choose(AccelChoice::Tcg, Path::new("/nonexistent"), Path::new("/nonexistent")).await.unwrap();
+        assert_eq!(d, AccelDecision { accel: Accel::Tcg, note: None });
     }
 }

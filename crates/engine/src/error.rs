@@ -52,9 +52,7 @@ pub enum EngineError {
         signal: i32,
     },
     /// A Unix socket path would exceed the kernel's limit.
-    #[error(
-        "socket path {path} is too long ({len} bytes, limit {max}): use a shorter NESTBOX_HOME"
-    )]
+    #[error("socket path {path} is too long ({len} bytes, limit {max}): use a shorter NESTBOX_HOME")]
     SocketPathTooLong {
         /// The path.
         path: PathBuf,

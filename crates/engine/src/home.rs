@@ -29,34 +29,18 @@ impl Home {
 
     /// `$NESTBOX_HOME`, else the default for this user.
     pub fn from_env() -> Self {
-        let env = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         // SAFETY: geteuid has no preconditions and cannot fail.
         let is_root = unsafe { libc::geteuid() } == 0;
-        Self::new(Self::pick(
-            env(HOME_ENV),
-            is_root,
-            env("XDG_DATA_HOME"),
-            env("HOME"),
-        ))
+        Self::new(Self::pick(env(HOME_ENV), is_root, env("XDG_DATA_HOME"), env("HOME")))
     }
 
-    fn pick(
-        explicit: Option<PathBuf>,
-        is_root: bool,
-        xdg: Option<PathBuf>,
-        home: Option<PathBuf>,
-    ) -> PathBuf {
+    fn pick(explicit: Option<PathBuf>, is_root: bool, xdg: Option<PathBuf>, home: Option<PathBuf>) -> PathBuf {
         explicit.unwrap_or_else(|| {
             if is_root {
                 PathBuf::from(SYSTEM_HOME)
             } else {
-                xdg.or_else(|| home.map(|h| h.join(".local/share")))
-                    .unwrap_or_else(std::env::temp_dir)
-                    .join("nestbox")
+                xdg.or_else(|| home.map(|h| h.join(".local/share"))).unwrap_or_else(std::env::temp_dir).join("nestbox")
             }
         })
     }
@@ -90,21 +74,9 @@ mod tests {
     #[test]
     fn test_pick_follows_the_documented_order() {
         let p = |s: &str| Some(PathBuf::from(s));
-        assert_eq!(
-            Home::pick(p("/x"), true, p("/xdg"), p("/h")),
-            PathBuf::from("/x")
-        );
-        assert_eq!(
-            Home::pick(None, true, p("/xdg"), p("/h")),
-            PathBuf::from(SYSTEM_HOME)
-        );
-        assert_eq!(
-            Home::pick(None, false, p("/xdg"), p("/h")),
-            PathBuf::from("/xdg/nestbox")
-        );
-        assert_eq!(
-            Home::pick(None, false, None, p("/h")),
-            PathBuf::from("/h/.local/share/nestbox")
-        );
+        assert_eq!(Home::pick(p("/x"), true, p("/xdg"), p("/h")), PathBuf::from("/x"));
+        assert_eq!(Home::pick(None, true, p("/xdg"), p("/h")), PathBuf::from(SYSTEM_HOME));
+        assert_eq!(Home::pick(None, false, p("/xdg"), p("/h")), PathBuf::from("/xdg/nestbox"));
+        assert_eq!(Home::pick(None, false, None, p("/h")), PathBuf::from("/h/.local/share/nestbox"));
     }
 }

@@ -19,10 +19,7 @@ mod tests {
         let a = super::new_id().unwrap();
         let b = super::new_id().unwrap();
         assert_eq!(a.len(), super::ID_LEN);
-        assert!(
-            a.bytes()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        );
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(a, b);
     }
 }

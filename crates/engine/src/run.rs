@@ -18,6 +18,7 @@ use nestbox_model::{Boot, VmSpec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+use crate::accel::{self, AccelChoice, AccelDecision};
 use crate::guest::{CONSOLE_TAIL_LINES, DEFAULT_CMDLINE, POWEROFF_GRACE};
 use crate::{EngineError, Home, agent_binary, ids};
 
@@ -40,6 +41,19 @@ pub struct BootRequest {
     /// Extra kernel command-line words.
     pub kernel_args: Vec<String>,
     /// How long boot may take, from launch to a ready agent.
+    pub boot_timeout: Duration,
+    /// Which accelerator to use.
+    pub accel: AccelChoice,
+}
+
+/// A request made ready to launch: a validated spec and the accelerator chosen for it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The VM.
+    pub spec: VmSpec,
+    /// The accelerator, and why not KVM when `auto` fell back.
+    pub accel: AccelDecision,
+    /// How long boot may take.
     pub boot_timeout: Duration,
 }
 
@@ -100,6 +114,7 @@ impl Runner {
     /// resolves (to a signal number) first, the VM is torn down and `Interrupted` returned.
     pub async fn run(
         &self,
+        prepared: &Prepared,
         req: RunRequest,
         io: RunIo,
         cancel: impl Future<Output = i32>,
@@ -107,7 +122,7 @@ impl Runner {
         let mut slot: Option<Sandbox> = None;
         let result = tokio::select! {
             r = async {
-                let sandbox = slot.insert(self.boot(&req.boot).await?);
+                let sandbox = slot.insert(self.boot(prepared).await?);
                 sandbox.run_command(&req, io).await
             } => r,
             signal = cancel => Err(EngineError::Interrupted { signal }),
@@ -118,25 +133,20 @@ impl Runner {
         result
     }
 
-    /// Boots a VM with the default image and waits for its agent. If this future is dropped
-    /// part-way, whatever was started is killed and removed.
-    pub async fn boot(&self, req: &BootRequest) -> Result<Sandbox, EngineError> {
-        let spec = self.prepare(req).await?;
-        let mut sandbox = Sandbox {
-            dirs: self.create_dir()?,
-            vm: None,
-            agent: None,
-        };
-        let backend = QemuBackend::new(self.qemu.clone());
-        let vm = sandbox
-            .vm
-            .insert(backend.launch(&spec, &sandbox.dirs).await?);
-        sandbox.agent = Some(connect_agent(&**vm, req.boot_timeout).await?);
+    /// Boots a prepared VM and waits for its agent. If this future is dropped part-way,
+    /// whatever was started is killed and removed.
+    pub async fn boot(&self, prepared: &Prepared) -> Result<Sandbox, EngineError> {
+        let mut sandbox = Sandbox { dirs: self.create_dir()?, vm: None, agent: None };
+        let config = QemuConfig { accel: prepared.accel.accel, ..self.qemu.clone() };
+        let backend = QemuBackend::new(config);
+        let vm = sandbox.vm.insert(backend.launch(&prepared.spec, &sandbox.dirs).await?);
+        sandbox.agent = Some(connect_agent(&**vm, prepared.boot_timeout).await?);
         Ok(sandbox)
     }
 
-    /// Finds the kernel, builds the guest image and assembles a validated spec.
-    async fn prepare(&self, req: &BootRequest) -> Result<VmSpec, EngineError> {
+    /// Finds the kernel, builds the guest image, chooses the accelerator and assembles a
+    /// validated spec.
+    pub async fn prepare(&self, req: &BootRequest) -> Result<Prepared, EngineError> {
         let home = self.home.clone();
         let kernel_flag = req.kernel.clone();
         let (kernel, image) = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
@@ -151,10 +161,8 @@ impl Runner {
             Ok((kernel, image))
         })
         .await
-        .map_err(|e| EngineError::Io {
-            context: "preparing the guest".into(),
-            source: std::io::Error::other(e),
-        })??;
+        .map_err(|e| EngineError::Io { context: "preparing the guest".into(), source: std::io::Error::other(e) })??;
+        let kernel_info = kernel.clone();
         let mut cmdline = DEFAULT_CMDLINE.to_owned();
         for arg in &req.kernel_args {
             cmdline.push(' ');
@@ -163,42 +171,29 @@ impl Runner {
         let spec = VmSpec {
             vcpus: req.vcpus,
             memory_mib: req.memory_mib,
-            boot: Boot::Linux {
-                kernel: kernel.vmlinux,
-                initrd: Some(image.path),
-                cmdline,
-            },
+            boot: Boot::Linux { kernel: kernel.vmlinux, initrd: Some(image.path), cmdline },
             devices: Vec::new(),
         };
         spec.validate()?;
-        Ok(spec)
+        let accel = accel::choose(req.accel, &self.home.cache(), &self.qemu.binary, &kernel_info).await?;
+        Ok(Prepared { spec, accel, boot_timeout: req.boot_timeout })
     }
 
     fn create_dir(&self) -> Result<VmDirs, EngineError> {
         let parent = self.home.sandboxes();
-        std::fs::create_dir_all(&parent).map_err(EngineError::io(format!(
-            "cannot create {}",
-            parent.display()
-        )))?;
+        std::fs::create_dir_all(&parent).map_err(EngineError::io(format!("cannot create {}", parent.display())))?;
         let id = ids::new_id().map_err(EngineError::io("cannot read /dev/urandom"))?;
         let dirs = VmDirs::new(parent.join(id));
         for socket in [dirs.api_socket(), dirs.agent_socket()] {
             let len = socket.as_os_str().len();
             if len > MAX_SOCKET_PATH {
-                return Err(EngineError::SocketPathTooLong {
-                    path: socket,
-                    len,
-                    max: MAX_SOCKET_PATH,
-                });
+                return Err(EngineError::SocketPathTooLong { path: socket, len, max: MAX_SOCKET_PATH });
             }
         }
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(dirs.root())
-            .map_err(EngineError::io(format!(
-                "cannot create {}",
-                dirs.root().display()
-            )))?;
+            .map_err(EngineError::io(format!("cannot create {}", dirs.root().display())))?;
         Ok(dirs)
     }
 }
@@ -229,15 +224,8 @@ async fn connect_agent(vm: &dyn VmHandle, deadline: Duration) -> Result<AgentCli
 }
 
 /// Pumps stdin into the command and its output out, until it exits.
-async fn stream_exec(
-    mut exec: nestbox_agent_client::Exec,
-    io: RunIo,
-) -> Result<ExitStatus, EngineError> {
-    let RunIo {
-        mut stdin,
-        mut stdout,
-        mut stderr,
-    } = io;
+async fn stream_exec(mut exec: nestbox_agent_client::Exec, io: RunIo) -> Result<ExitStatus, EngineError> {
+    let RunIo { mut stdin, mut stdout, mut stderr } = io;
     let sink = exec.stdin();
     let pump = tokio::spawn(async move {
         let mut buf = vec![0u8; STDIN_CHUNK];
@@ -245,11 +233,7 @@ async fn stream_exec(
             match stdin.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if sink
-                        .write(bytes::Bytes::copy_from_slice(&buf[..n]))
-                        .await
-                        .is_err()
-                    {
+                    if sink.write(bytes::Bytes::copy_from_slice(&buf[..n])).await.is_err() {
                         return;
                     }
                 }
@@ -264,9 +248,7 @@ async fn stream_exec(
             Some(ExecEvent::Exited(status)) => break Ok(status),
             Some(_) => {}
             None => {
-                break Err(EngineError::Agent(
-                    nestbox_agent_client::ClientError::Closed,
-                ));
+                break Err(EngineError::Agent(nestbox_agent_client::ClientError::Closed));
             }
         }
     };
@@ -306,11 +288,7 @@ impl Sandbox {
     }
 
     /// Runs one command with `io` and returns how it ended.
-    pub async fn run_command(
-        &self,
-        req: &RunRequest,
-        io: RunIo,
-    ) -> Result<RunOutcome, EngineError> {
+    pub async fn run_command(&self, req: &RunRequest, io: RunIo) -> Result<RunOutcome, EngineError> {
         let vm = self.vm();
         let exec = self
             .agent()
@@ -328,11 +306,7 @@ impl Sandbox {
                 return Err(EngineError::VmExited { report, console: vm.console_tail(CONSOLE_TAIL_LINES) });
             }
         };
-        let exit_code = if status.timed_out {
-            124
-        } else {
-            status.shell_code()
-        };
+        let exit_code = if status.timed_out { 124 } else { status.shell_code() };
         Ok(RunOutcome { status, exit_code })
     }
 
@@ -342,10 +316,7 @@ impl Sandbox {
         if let Some(vm) = self.vm.take() {
             let powered_off = match self.agent.take() {
                 Some(agent) if graceful => {
-                    agent.poweroff().await.is_ok()
-                        && tokio::time::timeout(POWEROFF_GRACE, vm.wait())
-                            .await
-                            .is_ok()
+                    agent.poweroff().await.is_ok() && tokio::time::timeout(POWEROFF_GRACE, vm.wait()).await.is_ok()
                 }
                 _ => false,
             };

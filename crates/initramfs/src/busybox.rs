@@ -104,10 +104,7 @@ impl Busybox {
             Some(path) => path.to_owned(),
             None => locate(BUSYBOX_SEARCH_PATHS.iter().map(Path::new))?,
         };
-        let bytes = fs::read(&path).map_err(|source| BusyboxError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = fs::read(&path).map_err(|source| BusyboxError::Read { path: path.clone(), source })?;
         match interpreter(&bytes) {
             Err(NotElf) => Err(BusyboxError::NotElf { path }),
             Ok(Some(interpreter)) => Err(BusyboxError::NotStatic { path, interpreter }),
@@ -121,10 +118,7 @@ impl Busybox {
         let output = Command::new(&self.path)
             .arg(LIST_FULL_ARG)
             .output()
-            .map_err(|source| BusyboxError::Spawn {
-                path: self.path.clone(),
-                source,
-            })?;
+            .map_err(|source| BusyboxError::Spawn { path: self.path.clone(), source })?;
         if !output.status.success() {
             return Err(BusyboxError::ListFailed {
                 path: self.path.clone(),
@@ -132,12 +126,8 @@ impl Busybox {
                 stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
             });
         }
-        parse_applet_list(&String::from_utf8_lossy(&output.stdout)).map_err(|applet| {
-            BusyboxError::BadAppletPath {
-                path: self.path.clone(),
-                applet,
-            }
-        })
+        parse_applet_list(&String::from_utf8_lossy(&output.stdout))
+            .map_err(|applet| BusyboxError::BadAppletPath { path: self.path.clone(), applet })
     }
 }
 
@@ -188,9 +178,7 @@ pub fn interpreter(bytes: &[u8]) -> Result<Option<String>, NotElf> {
     };
     let read = |at: u64, len: usize| -> Result<u64, NotElf> {
         let at = usize::try_from(at).map_err(|_| NotElf)?;
-        let field = bytes
-            .get(at..at.checked_add(len).ok_or(NotElf)?)
-            .ok_or(NotElf)?;
+        let field = bytes.get(at..at.checked_add(len).ok_or(NotElf)?).ok_or(NotElf)?;
         let mut value = 0u64;
         for i in 0..len {
             let byte = if little { field[len - 1 - i] } else { field[i] };
@@ -204,28 +192,20 @@ pub fn interpreter(bytes: &[u8]) -> Result<Option<String>, NotElf> {
         (read(0x1c, 4)?, read(0x2a, 2)?, read(0x2c, 2)?)
     };
     // p_offset and p_filesz positions inside one program header.
-    let (offset_at, offset_len, size_at, size_len): (u64, usize, u64, usize) = if wide {
-        (0x08, 8, 0x20, 8)
-    } else {
-        (0x04, 4, 0x10, 4)
-    };
+    let (offset_at, offset_len, size_at, size_len): (u64, usize, u64, usize) =
+        if wide { (0x08, 8, 0x20, 8) } else { (0x04, 4, 0x10, 4) };
     if phentsize < size_at + size_len as u64 {
         return Err(NotElf);
     }
     for i in 0..phnum {
-        let header = i
-            .checked_mul(phentsize)
-            .and_then(|rel| rel.checked_add(phoff))
-            .ok_or(NotElf)?;
+        let header = i.checked_mul(phentsize).and_then(|rel| rel.checked_add(phoff)).ok_or(NotElf)?;
         if read(header, 4)? != u64::from(PT_INTERP) {
             continue;
         }
         // header + size_at cannot overflow: read(header, 4) succeeded, so header < bytes.len().
         let offset = usize::try_from(read(header + offset_at, offset_len)?).map_err(|_| NotElf)?;
         let size = usize::try_from(read(header + size_at, size_len)?).map_err(|_| NotElf)?;
-        let raw = bytes
-            .get(offset..offset.checked_add(size).ok_or(NotElf)?)
-            .ok_or(NotElf)?;
+        let raw = bytes.get(offset..offset.checked_add(size).ok_or(NotElf)?).ok_or(NotElf)?;
         let text = raw.split(|&b| b == 0).next().unwrap_or_default();
         return Ok(Some(String::from_utf8_lossy(text).into_owned()));
     }
@@ -267,10 +247,7 @@ mod tests {
             parse_applet_list("usr/bin/env\nbin/sh\n\nbin/sh\nlinuxrc\n").unwrap(),
             ["bin/sh", "linuxrc", "usr/bin/env"]
         );
-        assert_eq!(
-            parse_applet_list("bin/sh\n../evil\n").unwrap_err(),
-            "../evil"
-        );
+        assert_eq!(parse_applet_list("bin/sh\n../evil\n").unwrap_err(), "../evil");
         assert_eq!(parse_applet_list("/bin/sh").unwrap_err(), "/bin/sh");
     }
 
@@ -280,9 +257,7 @@ mod tests {
         let a = dir.path().join("a");
         let b = dir.path().join("b");
         let err = locate([a.as_path(), b.as_path()].into_iter()).unwrap_err();
-        assert!(
-            matches!(err, BusyboxError::NotFound { ref searched } if searched == &[a.clone(), b.clone()])
-        );
+        assert!(matches!(err, BusyboxError::NotFound { ref searched } if searched == &[a.clone(), b.clone()]));
         fs::write(&b, b"x").unwrap();
         assert_eq!(locate([a.as_path(), b.as_path()].into_iter()).unwrap(), b);
     }

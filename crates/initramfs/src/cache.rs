@@ -69,12 +69,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// rename, so `dest` never holds a partial image.
 pub fn store_atomically(dest: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".partial-")
-        .tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(IMAGE_FILE_MODE))?;
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(IMAGE_FILE_MODE))?;
     tmp.as_file().sync_all()?;
     tmp.persist(dest).map_err(|e| e.error)?;
     Ok(())
@@ -107,18 +104,12 @@ mod tests {
         assert_eq!(fs::read(&dest).unwrap(), b"two");
         let mode = fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, IMAGE_FILE_MODE);
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["k.cpio"]);
     }
 
     #[test]
     fn test_sha256_hex_known_value() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

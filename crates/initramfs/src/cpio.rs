@@ -210,11 +210,7 @@ impl Entry {
 
     /// The target of a symlink whose target is UTF-8; `None` for anything else.
     pub fn symlink_target(&self) -> Option<&str> {
-        if self.kind() == EntryKind::Symlink {
-            std::str::from_utf8(&self.data).ok()
-        } else {
-            None
-        }
+        if self.kind() == EntryKind::Symlink { std::str::from_utf8(&self.data).ok() } else { None }
     }
 }
 
@@ -232,11 +228,7 @@ pub struct NewcWriter<W: Write> {
 impl<W: Write> NewcWriter<W> {
     /// A writer emitting into `out`.
     pub fn new(out: W) -> Self {
-        Self {
-            out,
-            written: 0,
-            next_ino: Some(FIRST_INODE),
-        }
+        Self { out, written: 0, next_ino: Some(FIRST_INODE) }
     }
 
     /// Adds a directory with the given permission bits.
@@ -254,27 +246,13 @@ impl<W: Write> NewcWriter<W> {
     /// Adds a symbolic link `name -> target`.
     pub fn add_symlink(&mut self, name: &str, target: &str) -> Result<(), CpioError> {
         if target.is_empty() || target.contains('\0') {
-            return Err(CpioError::BadSymlinkTarget {
-                name: name.to_owned(),
-            });
+            return Err(CpioError::BadSymlinkTarget { name: name.to_owned() });
         }
-        self.add_entry(
-            name,
-            S_IFLNK | SYMLINK_PERMISSIONS,
-            1,
-            (0, 0),
-            target.as_bytes(),
-        )
+        self.add_entry(name, S_IFLNK | SYMLINK_PERMISSIONS, 1, (0, 0), target.as_bytes())
     }
 
     /// Adds a character device node `major:minor` with the given permission bits.
-    pub fn add_char_device(
-        &mut self,
-        name: &str,
-        permissions: u32,
-        major: u32,
-        minor: u32,
-    ) -> Result<(), CpioError> {
+    pub fn add_char_device(&mut self, name: &str, permissions: u32, major: u32, minor: u32) -> Result<(), CpioError> {
         check_permissions(name, permissions)?;
         self.add_entry(name, S_IFCHR | permissions, 1, (major, minor), &[])
     }
@@ -288,19 +266,10 @@ impl<W: Write> NewcWriter<W> {
         Ok(self.out)
     }
 
-    fn add_entry(
-        &mut self,
-        name: &str,
-        mode: u32,
-        nlink: u32,
-        rdev: (u32, u32),
-        data: &[u8],
-    ) -> Result<(), CpioError> {
+    fn add_entry(&mut self, name: &str, mode: u32, nlink: u32, rdev: (u32, u32), data: &[u8]) -> Result<(), CpioError> {
         check_name(name)?;
-        let size = u32::try_from(data.len()).map_err(|_| CpioError::TooLarge {
-            name: name.to_owned(),
-            size: data.len() as u64,
-        })?;
+        let size = u32::try_from(data.len())
+            .map_err(|_| CpioError::TooLarge { name: name.to_owned(), size: data.len() as u64 })?;
         let ino = self.next_ino.ok_or(CpioError::TooManyEntries)?;
         self.write_header_and_name(name, ino, mode, nlink, rdev, size)?;
         self.write_all(data)?;
@@ -332,10 +301,8 @@ impl<W: Write> NewcWriter<W> {
             rdev_major,
             rdev_minor,
             // check_name keeps names far below 4 GiB in practice; a name this long is a bug.
-            u32::try_from(name_size).map_err(|_| CpioError::TooLarge {
-                name: name.to_owned(),
-                size: name_size as u64,
-            })?,
+            u32::try_from(name_size)
+                .map_err(|_| CpioError::TooLarge { name: name.to_owned(), size: name_size as u64 })?,
             0, // check
         ];
         let mut header = Vec::with_capacity(HEADER_LEN + name_size);
@@ -431,9 +398,7 @@ pub fn read_newc(bytes: &[u8]) -> Result<Vec<Entry>, CpioError> {
         let Some((&0, name_bytes)) = name_bytes.split_last() else {
             return Err(CpioError::NameNotTerminated { offset: start });
         };
-        let name = std::str::from_utf8(name_bytes)
-            .map_err(|_| CpioError::NonUtf8Name { offset: start })?
-            .to_owned();
+        let name = std::str::from_utf8(name_bytes).map_err(|_| CpioError::NonUtf8Name { offset: start })?.to_owned();
         pos += name_size;
         pos += pad4(pos);
         if name == TRAILER_NAME {
@@ -487,10 +452,7 @@ fn pad4(len: usize) -> usize {
 
 fn check_permissions(name: &str, mode: u32) -> Result<(), CpioError> {
     if mode & !PERMISSION_BITS != 0 {
-        return Err(CpioError::BadPermissions {
-            name: name.to_owned(),
-            mode,
-        });
+        return Err(CpioError::BadPermissions { name: name.to_owned(), mode });
     }
     Ok(())
 }
@@ -500,25 +462,16 @@ fn check_name(name: &str) -> Result<(), CpioError> {
         return Err(CpioError::EmptyName);
     }
     if name.contains('\0') {
-        return Err(CpioError::NameContainsNul {
-            name: name.to_owned(),
-        });
+        return Err(CpioError::NameContainsNul { name: name.to_owned() });
     }
     if name == TRAILER_NAME {
         return Err(CpioError::ReservedName);
     }
     if name.starts_with('/') {
-        return Err(CpioError::AbsoluteName {
-            name: name.to_owned(),
-        });
+        return Err(CpioError::AbsoluteName { name: name.to_owned() });
     }
-    if name
-        .split('/')
-        .any(|part| part.is_empty() || part == "." || part == "..")
-    {
-        return Err(CpioError::BadComponent {
-            name: name.to_owned(),
-        });
+    if name.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+        return Err(CpioError::BadComponent { name: name.to_owned() });
     }
     Ok(())
 }
@@ -576,8 +529,8 @@ mod tests {
         assert_eq!(
             header,
             concat!(
-                "070701", "00000001", "000081a4", "00000000", "00000000", "00000001", "00000000",
-                "00000003", "00000000", "00000000", "00000000", "00000000", "00000003", "00000000"
+                "070701", "00000001", "000081a4", "00000000", "00000000", "00000001", "00000000", "00000003",
+                "00000000", "00000000", "00000000", "00000000", "00000003", "00000000"
             )
         );
         // 110 header + 3 name bytes = 113, padded to 116; data 3 bytes padded to 4.
@@ -597,34 +550,13 @@ mod tests {
     fn test_writer_rejects_bad_names_and_modes() {
         let mut w = NewcWriter::new(Vec::new());
         assert!(matches!(w.add_dir("", 0o755), Err(CpioError::EmptyName)));
-        assert!(matches!(
-            w.add_dir("/abs", 0o755),
-            Err(CpioError::AbsoluteName { .. })
-        ));
-        assert!(matches!(
-            w.add_dir("a/../b", 0o755),
-            Err(CpioError::BadComponent { .. })
-        ));
-        assert!(matches!(
-            w.add_dir("a//b", 0o755),
-            Err(CpioError::BadComponent { .. })
-        ));
-        assert!(matches!(
-            w.add_file("a\0b", 0o644, b""),
-            Err(CpioError::NameContainsNul { .. })
-        ));
-        assert!(matches!(
-            w.add_file(TRAILER_NAME, 0o644, b""),
-            Err(CpioError::ReservedName)
-        ));
-        assert!(matches!(
-            w.add_file("f", 0o100644, b""),
-            Err(CpioError::BadPermissions { mode: 0o100644, .. })
-        ));
-        assert!(matches!(
-            w.add_symlink("l", ""),
-            Err(CpioError::BadSymlinkTarget { .. })
-        ));
+        assert!(matches!(w.add_dir("/abs", 0o755), Err(CpioError::AbsoluteName { .. })));
+        assert!(matches!(w.add_dir("a/../b", 0o755), Err(CpioError::BadComponent { .. })));
+        assert!(matches!(w.add_dir("a//b", 0o755), Err(CpioError::BadComponent { .. })));
+        assert!(matches!(w.add_file("a\0b", 0o644, b""), Err(CpioError::NameContainsNul { .. })));
+        assert!(matches!(w.add_file(TRAILER_NAME, 0o644, b""), Err(CpioError::ReservedName)));
+        assert!(matches!(w.add_file("f", 0o100644, b""), Err(CpioError::BadPermissions { mode: 0o100644, .. })));
+        assert!(matches!(w.add_symlink("l", ""), Err(CpioError::BadSymlinkTarget { .. })));
         // Nothing was written by the rejected calls.
         assert!(read_newc(&w.finish().unwrap()).unwrap().is_empty());
     }
@@ -634,29 +566,17 @@ mod tests {
         let bytes = sample_archive();
         let mut bad_magic = bytes.clone();
         bad_magic[5] = b'2';
-        assert!(matches!(
-            read_newc(&bad_magic),
-            Err(CpioError::BadMagic { offset: 0, .. })
-        ));
+        assert!(matches!(read_newc(&bad_magic), Err(CpioError::BadMagic { offset: 0, .. })));
 
         let mut bad_hex = bytes.clone();
         bad_hex[6] = b'g';
-        assert!(matches!(
-            read_newc(&bad_hex),
-            Err(CpioError::BadField { field: "ino", .. })
-        ));
+        assert!(matches!(read_newc(&bad_hex), Err(CpioError::BadField { field: "ino", .. })));
 
-        assert!(matches!(
-            read_newc(&bytes[..200]),
-            Err(CpioError::Truncated { .. })
-        ));
+        assert!(matches!(read_newc(&bytes[..200]), Err(CpioError::Truncated { .. })));
 
         let mut no_trailer = NewcWriter::new(Vec::new());
         no_trailer.add_dir("d", 0o755).unwrap();
-        assert!(matches!(
-            read_newc(&no_trailer.out),
-            Err(CpioError::MissingTrailer)
-        ));
+        assert!(matches!(read_newc(&no_trailer.out), Err(CpioError::MissingTrailer)));
 
         let mut trailing = bytes.clone();
         let last = trailing.len() - 1;
@@ -669,9 +589,7 @@ mod tests {
 
     fn name_strategy() -> impl Strategy<Value = String> {
         proptest::collection::vec("[^/\0]{1,12}", 1..4)
-            .prop_filter("no dot components", |parts| {
-                parts.iter().all(|p| p != "." && p != "..")
-            })
+            .prop_filter("no dot components", |parts| parts.iter().all(|p| p != "." && p != ".."))
             .prop_map(|parts| parts.join("/"))
             .prop_filter("not the trailer", |n| n != TRAILER_NAME)
     }
@@ -687,11 +605,7 @@ mod tests {
     fn spec_strategy() -> impl Strategy<Value = Spec> {
         prop_oneof![
             (0u32..=0o7777).prop_map(Spec::Dir),
-            (
-                0u32..=0o7777,
-                proptest::collection::vec(any::<u8>(), 0..300)
-            )
-                .prop_map(|(m, d)| Spec::File(m, d)),
+            (0u32..=0o7777, proptest::collection::vec(any::<u8>(), 0..300)).prop_map(|(m, d)| Spec::File(m, d)),
             "[^\0]{1,40}".prop_map(Spec::Link),
             (0u32..=0o7777, any::<u32>(), any::<u32>()).prop_map(|(m, a, b)| Spec::Char(m, a, b)),
         ]

@@ -16,14 +16,8 @@ use crate::cpio::{CpioError, NewcWriter};
 use crate::modules::{self, ModuleError, Resolution};
 
 /// The modules a guest needs on a kernel that builds its virtio drivers as modules.
-pub const DEFAULT_MODULES: &[&str] = &[
-    "virtio_mmio",
-    "virtio_console",
-    "virtio_blk",
-    "virtio_net",
-    "virtio_balloon",
-    "virtio_rng",
-];
+pub const DEFAULT_MODULES: &[&str] =
+    &["virtio_mmio", "virtio_console", "virtio_blk", "virtio_net", "virtio_balloon", "virtio_rng"];
 /// In the image: absolute in-guest module paths, one a line, in load order.
 pub const MODULE_LIST_PATH: &str = "etc/nestbox/modules";
 /// Where the agent goes; the kernel runs `/init` from an initramfs.
@@ -53,14 +47,10 @@ pub const LAYOUT_DIRS: &[(&str, u32)] = &[
     ("var", DIR_MODE),
 ];
 /// Character devices the kernel needs before `/init` runs: (path, permissions, major, minor).
-pub const LAYOUT_DEVICES: &[(&str, u32, u32, u32)] =
-    &[("dev/console", 0o600, 5, 1), ("dev/null", 0o666, 1, 3)];
+pub const LAYOUT_DEVICES: &[(&str, u32, u32, u32)] = &[("dev/console", 0o600, 5, 1), ("dev/null", 0o666, 1, 3)];
 /// Small configuration files: (path, contents).
-pub const LAYOUT_FILES: &[(&str, &str)] = &[
-    ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
-    ("etc/group", "root:x:0:\n"),
-    ("etc/hostname", "nestbox\n"),
-];
+pub const LAYOUT_FILES: &[(&str, &str)] =
+    &[("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("etc/group", "root:x:0:\n"), ("etc/hostname", "nestbox\n")];
 
 /// What goes into the default image.
 #[derive(Debug, Clone, Copy)]
@@ -144,46 +134,28 @@ pub fn build_default(inputs: &ImageInputs, cache_dir: &Path) -> Result<BuiltImag
         return Err(InitramfsError::EmptyAgent);
     }
     let busybox = Busybox::load(inputs.busybox)?;
-    let resolution = inputs
-        .modules_dir
-        .map(|dir| modules::resolve(dir, inputs.modules))
-        .transpose()?;
+    let resolution = inputs.modules_dir.map(|dir| modules::resolve(dir, inputs.modules)).transpose()?;
 
     let mut key = CacheKey::new();
-    key.field("agent", inputs.agent)
-        .field("busybox", &busybox.bytes);
+    key.field("agent", inputs.agent).field("busybox", &busybox.bytes);
     // (in-image path, raw bytes) per module, in load order.
     let mut raw_modules = Vec::new();
     if let Some(resolution) = &resolution {
         for module in &resolution.modules {
             let raw = module.read_raw()?;
             let image_path = resolution.image_path(module);
-            key.field("module-path", image_path.as_bytes())
-                .field("module", &raw);
+            key.field("module-path", image_path.as_bytes()).field("module", &raw);
             raw_modules.push((image_path, raw));
         }
     }
-    let module_list: Vec<String> = raw_modules
-        .iter()
-        .map(|(image_path, _)| format!("/{image_path}"))
-        .collect();
+    let module_list: Vec<String> = raw_modules.iter().map(|(image_path, _)| format!("/{image_path}")).collect();
 
-    fs::create_dir_all(cache_dir).map_err(|source| InitramfsError::CreateCacheDir {
-        dir: cache_dir.to_owned(),
-        source,
-    })?;
+    fs::create_dir_all(cache_dir)
+        .map_err(|source| InitramfsError::CreateCacheDir { dir: cache_dir.to_owned(), source })?;
     let path = cache::image_path(cache_dir, &key.finish());
     if path.is_file() {
-        let bytes = fs::read(&path).map_err(|source| InitramfsError::ReadCached {
-            path: path.clone(),
-            source,
-        })?;
-        return Ok(BuiltImage {
-            sha256: cache::sha256_hex(&bytes),
-            path,
-            modules: module_list,
-            cached: true,
-        });
+        let bytes = fs::read(&path).map_err(|source| InitramfsError::ReadCached { path: path.clone(), source })?;
+        return Ok(BuiltImage { sha256: cache::sha256_hex(&bytes), path, modules: module_list, cached: true });
     }
 
     let mut tree = Tree::default();
@@ -197,10 +169,7 @@ pub fn build_default(inputs: &ImageInputs, cache_dir: &Path) -> Result<BuiltImag
         tree.insert(file, Node::File(FILE_MODE, contents.as_bytes().to_vec()))?;
     }
     tree.insert(INIT_PATH, Node::File(EXEC_MODE, inputs.agent.to_vec()))?;
-    tree.insert(
-        BUSYBOX_IMAGE_PATH,
-        Node::File(EXEC_MODE, busybox.bytes.clone()),
-    )?;
+    tree.insert(BUSYBOX_IMAGE_PATH, Node::File(EXEC_MODE, busybox.bytes.clone()))?;
     if let Some(resolution) = &resolution {
         add_modules(&mut tree, resolution, raw_modules)?;
     }
@@ -212,16 +181,8 @@ pub fn build_default(inputs: &ImageInputs, cache_dir: &Path) -> Result<BuiltImag
     }
 
     let bytes = tree.write()?;
-    cache::store_atomically(&path, &bytes).map_err(|source| InitramfsError::Store {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(BuiltImage {
-        sha256: cache::sha256_hex(&bytes),
-        path,
-        modules: module_list,
-        cached: false,
-    })
+    cache::store_atomically(&path, &bytes).map_err(|source| InitramfsError::Store { path: path.clone(), source })?;
+    Ok(BuiltImage { sha256: cache::sha256_hex(&bytes), path, modules: module_list, cached: false })
 }
 
 fn add_modules(
@@ -279,8 +240,7 @@ impl Tree {
     /// directory; returns whether it was added.
     fn insert_if_free(&mut self, path: &str, node: Node) -> bool {
         let blocked = self.nodes.contains_key(path)
-            || parents(path)
-                .any(|p| matches!(self.nodes.get(p), Some(n) if !matches!(n, Node::Dir(_))));
+            || parents(path).any(|p| matches!(self.nodes.get(p), Some(n) if !matches!(n, Node::Dir(_))));
         !blocked && self.insert(path, node).is_ok()
     }
 
@@ -291,9 +251,7 @@ impl Tree {
                 Node::Dir(mode) => writer.add_dir(path, *mode)?,
                 Node::File(mode, data) => writer.add_file(path, *mode, data)?,
                 Node::Symlink(target) => writer.add_symlink(path, target)?,
-                Node::CharDevice(mode, major, minor) => {
-                    writer.add_char_device(path, *mode, *major, *minor)?
-                }
+                Node::CharDevice(mode, major, minor) => writer.add_char_device(path, *mode, *major, *minor)?,
             }
         }
         writer.finish()
@@ -319,8 +277,7 @@ mod tests {
     #[test]
     fn test_tree_orders_parents_first_and_detects_conflicts() {
         let mut tree = Tree::default();
-        tree.insert("usr/bin/x", Node::File(FILE_MODE, b"x".to_vec()))
-            .unwrap();
+        tree.insert("usr/bin/x", Node::File(FILE_MODE, b"x".to_vec())).unwrap();
         tree.insert("usr-x", Node::Dir(DIR_MODE)).unwrap();
         tree.insert("usr", Node::Dir(DIR_MODE)).unwrap();
         assert!(matches!(
@@ -345,15 +302,7 @@ mod tests {
     #[test]
     fn test_build_default_rejects_empty_agent() {
         let dir = tempfile::tempdir().unwrap();
-        let inputs = ImageInputs {
-            agent: b"",
-            busybox: None,
-            modules_dir: None,
-            modules: DEFAULT_MODULES,
-        };
-        assert!(matches!(
-            build_default(&inputs, dir.path()),
-            Err(InitramfsError::EmptyAgent)
-        ));
+        let inputs = ImageInputs { agent: b"", busybox: None, modules_dir: None, modules: DEFAULT_MODULES };
+        assert!(matches!(build_default(&inputs, dir.path()), Err(InitramfsError::EmptyAgent)));
     }
 }

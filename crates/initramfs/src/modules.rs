@@ -62,9 +62,7 @@ pub enum ModuleError {
         file: String,
     },
     /// A wanted module is neither loadable nor built in.
-    #[error(
-        "kernel module {name:?} is neither in {MODULES_DEP_FILE} nor in {MODULES_BUILTIN_FILE} of {dir:?}"
-    )]
+    #[error("kernel module {name:?} is neither in {MODULES_DEP_FILE} nor in {MODULES_BUILTIN_FILE} of {dir:?}")]
     NotFound {
         /// The wanted name, as given.
         name: String,
@@ -189,10 +187,7 @@ impl ResolvedModule {
 
     /// Reads the module file as stored on the host (possibly compressed).
     pub fn read_raw(&self) -> Result<Vec<u8>, ModuleError> {
-        fs::read(&self.source).map_err(|source| ModuleError::ReadModule {
-            path: self.source.clone(),
-            source,
-        })
+        fs::read(&self.source).map_err(|source| ModuleError::ReadModule { path: self.source.clone(), source })
     }
 
     /// Decompresses bytes read by [`ResolvedModule::read_raw`] into the plain ELF module.
@@ -200,45 +195,30 @@ impl ResolvedModule {
         let path = || self.source.clone();
         let limited = |reader: &mut dyn Read| -> Result<Vec<u8>, ModuleError> {
             let mut out = Vec::new();
-            reader
-                .take(MAX_MODULE_BYTES + 1)
-                .read_to_end(&mut out)
-                .map_err(|source| ModuleError::Decompress {
-                    path: path(),
-                    compression: self.compression,
-                    source,
-                })?;
+            reader.take(MAX_MODULE_BYTES + 1).read_to_end(&mut out).map_err(|source| ModuleError::Decompress {
+                path: path(),
+                compression: self.compression,
+                source,
+            })?;
             Ok(out)
         };
         let out = match self.compression {
             Compression::None => raw.to_vec(),
             Compression::Xz => {
                 let mut out = Vec::new();
-                lzma_rs::xz_decompress(&mut io::BufReader::new(raw), &mut out).map_err(
-                    |source| ModuleError::Xz {
-                        path: path(),
-                        source,
-                    },
-                )?;
+                lzma_rs::xz_decompress(&mut io::BufReader::new(raw), &mut out)
+                    .map_err(|source| ModuleError::Xz { path: path(), source })?;
                 out
             }
             Compression::Zstd => {
-                let mut decoder =
-                    ruzstd::decoding::StreamingDecoder::new(raw).map_err(|source| {
-                        ModuleError::Zstd {
-                            path: path(),
-                            source,
-                        }
-                    })?;
+                let mut decoder = ruzstd::decoding::StreamingDecoder::new(raw)
+                    .map_err(|source| ModuleError::Zstd { path: path(), source })?;
                 limited(&mut decoder)?
             }
             Compression::Gzip => limited(&mut flate2::read::MultiGzDecoder::new(raw))?,
         };
         if out.len() as u64 > MAX_MODULE_BYTES {
-            return Err(ModuleError::TooLarge {
-                path: path(),
-                limit: MAX_MODULE_BYTES,
-            });
+            return Err(ModuleError::TooLarge { path: path(), limit: MAX_MODULE_BYTES });
         }
         Ok(out)
     }
@@ -259,11 +239,7 @@ impl Resolution {
     /// The path of a module inside the image, without a leading `/`:
     /// `lib/modules/<version>/<stored_rel_path>`.
     pub fn image_path(&self, module: &ResolvedModule) -> String {
-        format!(
-            "{GUEST_MODULES_ROOT}/{}/{}",
-            self.kernel_version,
-            module.stored_rel_path()
-        )
+        format!("{GUEST_MODULES_ROOT}/{}/{}", self.kernel_version, module.stored_rel_path())
     }
 }
 
@@ -290,9 +266,7 @@ pub fn resolve(modules_dir: &Path, wanted: &[&str]) -> Result<Resolution, Module
         .file_name()
         .and_then(|n| n.to_str())
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| ModuleError::BadModulesDir {
-            dir: modules_dir.to_owned(),
-        })?
+        .ok_or_else(|| ModuleError::BadModulesDir { dir: modules_dir.to_owned() })?
         .to_owned();
 
     let dep_path = modules_dir.join(MODULES_DEP_FILE);
@@ -303,10 +277,7 @@ pub fn resolve(modules_dir: &Path, wanted: &[&str]) -> Result<Resolution, Module
         Ok(text) => parse_modules_builtin(&text),
         Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeSet::new(),
         Err(source) => {
-            return Err(ModuleError::ReadIndex {
-                path: builtin_path,
-                source,
-            });
+            return Err(ModuleError::ReadIndex { path: builtin_path, source });
         }
     };
 
@@ -330,10 +301,7 @@ pub fn resolve(modules_dir: &Path, wanted: &[&str]) -> Result<Resolution, Module
                 skipped.push(canonical);
             }
         } else {
-            return Err(ModuleError::NotFound {
-                name: (*name).to_owned(),
-                dir: modules_dir.to_owned(),
-            });
+            return Err(ModuleError::NotFound { name: (*name).to_owned(), dir: modules_dir.to_owned() });
         }
     }
 
@@ -349,11 +317,7 @@ pub fn resolve(modules_dir: &Path, wanted: &[&str]) -> Result<Resolution, Module
             }
         })
         .collect();
-    Ok(Resolution {
-        kernel_version,
-        modules,
-        builtin: skipped,
-    })
+    Ok(Resolution { kernel_version, modules, builtin: skipped })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,21 +342,16 @@ fn visit(
     match state[index] {
         Visit::Done => return Ok(()),
         Visit::InProgress => {
-            return Err(ModuleError::DependencyCycle {
-                module: deps[index].path.clone(),
-            });
+            return Err(ModuleError::DependencyCycle { module: deps[index].path.clone() });
         }
         Visit::New => {}
     }
     state[index] = Visit::InProgress;
     for dep in deps[index].deps.iter().rev() {
-        let &dep_index =
-            by_path
-                .get(dep.as_str())
-                .ok_or_else(|| ModuleError::DependencyNotListed {
-                    module: deps[index].path.clone(),
-                    dependency: dep.clone(),
-                })?;
+        let &dep_index = by_path.get(dep.as_str()).ok_or_else(|| ModuleError::DependencyNotListed {
+            module: deps[index].path.clone(),
+            dependency: dep.clone(),
+        })?;
         visit(dep_index, deps, by_path, state, order)?;
     }
     state[index] = Visit::Done;
@@ -409,68 +368,42 @@ struct DepLine {
 }
 
 fn read_index(path: &Path) -> Result<String, ModuleError> {
-    fs::read_to_string(path).map_err(|source| ModuleError::ReadIndex {
-        path: path.to_owned(),
-        source,
-    })
+    fs::read_to_string(path).map_err(|source| ModuleError::ReadIndex { path: path.to_owned(), source })
 }
 
-fn parse_modules_dep(
-    index_path: &Path,
-    text: &str,
-    modules_dir: &Path,
-) -> Result<Vec<DepLine>, ModuleError> {
+fn parse_modules_dep(index_path: &Path, text: &str, modules_dir: &Path) -> Result<Vec<DepLine>, ModuleError> {
     let mut lines = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (module, rest) = line
-            .split_once(':')
-            .ok_or_else(|| ModuleError::BadDepLine {
-                path: index_path.to_owned(),
-                line_no: i + 1,
-                line: raw.to_owned(),
-            })?;
+        let (module, rest) = line.split_once(':').ok_or_else(|| ModuleError::BadDepLine {
+            path: index_path.to_owned(),
+            line_no: i + 1,
+            line: raw.to_owned(),
+        })?;
         let path = relative_module_path(module.trim(), modules_dir)?;
-        let deps = rest
-            .split_whitespace()
-            .map(|d| relative_module_path(d, modules_dir))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (_, compression) = Compression::split(&path)
-            .ok_or_else(|| ModuleError::NotAModule { file: path.clone() })?;
-        let name =
-            module_name(&path).ok_or_else(|| ModuleError::NotAModule { file: path.clone() })?;
-        lines.push(DepLine {
-            path,
-            name,
-            compression,
-            deps,
-        });
+        let deps =
+            rest.split_whitespace().map(|d| relative_module_path(d, modules_dir)).collect::<Result<Vec<_>, _>>()?;
+        let (_, compression) =
+            Compression::split(&path).ok_or_else(|| ModuleError::NotAModule { file: path.clone() })?;
+        let name = module_name(&path).ok_or_else(|| ModuleError::NotAModule { file: path.clone() })?;
+        lines.push(DepLine { path, name, compression, deps });
     }
     Ok(lines)
 }
 
 fn parse_modules_builtin(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .map(str::trim)
-        .filter_map(module_name)
-        .collect()
+    text.lines().map(str::trim).filter_map(module_name).collect()
 }
 
 /// Makes a listed path relative to the tree (old depmods wrote absolute paths) and refuses
 /// anything that would escape it once stored in the image.
 fn relative_module_path(listed: &str, modules_dir: &Path) -> Result<String, ModuleError> {
-    let unsafe_path = || ModuleError::UnsafePath {
-        file: listed.to_owned(),
-    };
+    let unsafe_path = || ModuleError::UnsafePath { file: listed.to_owned() };
     let path = Path::new(listed);
-    let rel = if path.is_absolute() {
-        path.strip_prefix(modules_dir).map_err(|_| unsafe_path())?
-    } else {
-        path
-    };
+    let rel = if path.is_absolute() { path.strip_prefix(modules_dir).map_err(|_| unsafe_path())? } else { path };
     if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(unsafe_path());
     }
@@ -483,10 +416,7 @@ mod tests {
 
     #[test]
     fn test_module_name_handles_suffixes_and_dashes() {
-        assert_eq!(
-            module_name("kernel/drivers/char/hw_random/virtio-rng.ko").as_deref(),
-            Some("virtio_rng")
-        );
+        assert_eq!(module_name("kernel/drivers/char/hw_random/virtio-rng.ko").as_deref(), Some("virtio_rng"));
         assert_eq!(module_name("a/b/c.ko.zst").as_deref(), Some("c"));
         assert_eq!(module_name("a/b/c.ko.gz").as_deref(), Some("c"));
         assert_eq!(module_name("a/b/c.ko.xz").as_deref(), Some("c"));
@@ -508,24 +438,14 @@ mod tests {
     #[test]
     fn test_relative_module_path_rejects_escapes() {
         let dir = Path::new("/lib/modules/1.0");
-        assert_eq!(
-            relative_module_path("/lib/modules/1.0/kernel/a.ko", dir).unwrap(),
-            "kernel/a.ko"
-        );
-        assert!(matches!(
-            relative_module_path("/elsewhere/a.ko", dir),
-            Err(ModuleError::UnsafePath { .. })
-        ));
-        assert!(matches!(
-            relative_module_path("kernel/../../a.ko", dir),
-            Err(ModuleError::UnsafePath { .. })
-        ));
+        assert_eq!(relative_module_path("/lib/modules/1.0/kernel/a.ko", dir).unwrap(), "kernel/a.ko");
+        assert!(matches!(relative_module_path("/elsewhere/a.ko", dir), Err(ModuleError::UnsafePath { .. })));
+        assert!(matches!(relative_module_path("kernel/../../a.ko", dir), Err(ModuleError::UnsafePath { .. })));
     }
 
     #[test]
     fn test_parse_modules_dep_rejects_line_without_colon() {
-        let err = parse_modules_dep(Path::new("dep"), "a.ko: b.ko\nbroken.ko\n", Path::new("/m"))
-            .unwrap_err();
+        let err = parse_modules_dep(Path::new("dep"), "a.ko: b.ko\nbroken.ko\n", Path::new("/m")).unwrap_err();
         assert!(matches!(err, ModuleError::BadDepLine { line_no: 2, .. }));
     }
 }

@@ -33,12 +33,7 @@ fn test_dynamic_busybox_rejected_with_package_hint() {
     assert!(err.to_string().contains("busybox-static"), "{err}");
 
     let cache = tempfile::tempdir().unwrap();
-    let inputs = ImageInputs {
-        agent: b"agent",
-        busybox: Some(dynamic),
-        modules_dir: None,
-        modules: DEFAULT_MODULES,
-    };
+    let inputs = ImageInputs { agent: b"agent", busybox: Some(dynamic), modules_dir: None, modules: DEFAULT_MODULES };
     assert!(matches!(
         build_default(&inputs, cache.path()),
         Err(InitramfsError::Busybox(BusyboxError::NotStatic { .. }))

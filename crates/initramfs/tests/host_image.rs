@@ -31,9 +31,7 @@ fn by_name(entries: &[Entry]) -> HashMap<&str, &Entry> {
 }
 
 fn position(list: &[&str], suffix: &str) -> usize {
-    list.iter()
-        .position(|m| m.ends_with(suffix))
-        .unwrap_or_else(|| panic!("{suffix} not in module list {list:?}"))
+    list.iter().position(|m| m.ends_with(suffix)).unwrap_or_else(|| panic!("{suffix} not in module list {list:?}"))
 }
 
 #[test]
@@ -42,20 +40,13 @@ fn test_host_image_contents_and_cache() {
         return;
     };
     let cache = tempfile::tempdir().unwrap();
-    let inputs = ImageInputs {
-        agent: AGENT,
-        busybox: Some(busybox),
-        modules_dir: Some(modules_dir),
-        modules: DEFAULT_MODULES,
-    };
+    let inputs =
+        ImageInputs { agent: AGENT, busybox: Some(busybox), modules_dir: Some(modules_dir), modules: DEFAULT_MODULES };
     let built = build_default(&inputs, cache.path()).unwrap();
     assert!(!built.cached);
     assert_eq!(built.path.parent(), Some(cache.path()));
     let bytes = fs::read(&built.path).unwrap();
-    assert_eq!(
-        built.sha256,
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
-    );
+    assert_eq!(built.sha256, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)));
 
     let entries = read_newc(&bytes).unwrap();
     let map = by_name(&entries);
@@ -79,15 +70,7 @@ fn test_host_image_contents_and_cache() {
     assert_eq!(null.permissions(), 0o666);
     assert_eq!(map["tmp"].permissions(), 0o1777);
     assert_eq!(map["root"].permissions(), 0o700);
-    for dir in [
-        "proc",
-        "sys",
-        "dev/pts",
-        "run",
-        "var",
-        "usr/sbin",
-        "etc/nestbox",
-    ] {
+    for dir in ["proc", "sys", "dev/pts", "run", "var", "usr/sbin", "etc/nestbox"] {
         assert_eq!(map[dir].kind(), EntryKind::Directory, "{dir}");
     }
     assert_eq!(map["etc/passwd"].data, b"root:x:0:0:root:/root:/bin/sh\n");
@@ -114,24 +97,13 @@ fn test_host_image_contents_and_cache() {
     let virtio = position(&listed, "/virtio.ko");
     let mmio = position(&listed, "/virtio_mmio.ko");
     assert!(ring < virtio && virtio < mmio, "{listed:?}");
-    for name in [
-        "virtio_console.ko",
-        "virtio_blk.ko",
-        "virtio_net.ko",
-        "virtio_balloon.ko",
-    ] {
+    for name in ["virtio_console.ko", "virtio_blk.ko", "virtio_net.ko", "virtio_balloon.ko"] {
         assert!(position(&listed, name) > virtio, "{name} before virtio");
     }
-    assert_eq!(
-        listed.len(),
-        listed.iter().collect::<HashSet<_>>().len(),
-        "module listed twice"
-    );
+    assert_eq!(listed.len(), listed.iter().collect::<HashSet<_>>().len(), "module listed twice");
     for module in &listed {
         let rel = module.strip_prefix('/').expect("absolute in-guest path");
-        let entry = map
-            .get(rel)
-            .unwrap_or_else(|| panic!("{rel} listed but absent"));
+        let entry = map.get(rel).unwrap_or_else(|| panic!("{rel} listed but absent"));
         assert!(entry.data.starts_with(b"\x7fELF"), "{rel} is not plain ELF");
         assert!(rel.starts_with("lib/modules/6.1.0-56-cloud-amd64/kernel/"));
     }
@@ -149,17 +121,10 @@ fn test_host_image_contents_and_cache() {
     let rebuilt = build_default(&inputs, other.path()).unwrap();
     assert!(!rebuilt.cached);
     assert_eq!(rebuilt.sha256, built.sha256);
-    assert_eq!(
-        rebuilt.path.file_name(),
-        built.path.file_name(),
-        "cache key must not depend on the cache dir"
-    );
+    assert_eq!(rebuilt.path.file_name(), built.path.file_name(), "cache key must not depend on the cache dir");
 
     // A different agent is a different image.
-    let changed = ImageInputs {
-        agent: b"another agent",
-        ..inputs
-    };
+    let changed = ImageInputs { agent: b"another agent", ..inputs };
     let changed = build_default(&changed, cache.path()).unwrap();
     assert!(!changed.cached);
     assert_ne!(changed.path, built.path);
@@ -171,12 +136,7 @@ fn test_host_image_without_modules_has_empty_list() {
         return;
     };
     let cache = tempfile::tempdir().unwrap();
-    let inputs = ImageInputs {
-        agent: AGENT,
-        busybox: Some(busybox),
-        modules_dir: None,
-        modules: DEFAULT_MODULES,
-    };
+    let inputs = ImageInputs { agent: AGENT, busybox: Some(busybox), modules_dir: None, modules: DEFAULT_MODULES };
     let built = build_default(&inputs, cache.path()).unwrap();
     assert!(built.modules.is_empty());
     let entries = read_newc(&fs::read(&built.path).unwrap()).unwrap();

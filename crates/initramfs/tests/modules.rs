@@ -63,58 +63,26 @@ fn synthetic_tree(root: &Path, dep: &str) -> std::path::PathBuf {
 fn test_resolve_orders_dependencies_first_and_skips_builtins() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = synthetic_tree(tmp.path(), MODULES_DEP);
-    let wanted = [
-        "virtio-mmio",
-        "virtio_console",
-        "virtio_blk",
-        "virtio_net",
-        "virtio_rng",
-    ];
+    let wanted = ["virtio-mmio", "virtio_console", "virtio_blk", "virtio_net", "virtio_rng"];
     let res = resolve(&dir, &wanted).unwrap();
     assert_eq!(res.kernel_version, VERSION);
     let names: Vec<_> = res.modules.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "virtio_ring",
-            "virtio",
-            "virtio_mmio",
-            "failover",
-            "net_failover",
-            "virtio_net",
-            "virtio_rng"
-        ]
-    );
+    assert_eq!(names, ["virtio_ring", "virtio", "virtio_mmio", "failover", "net_failover", "virtio_net", "virtio_rng"]);
     assert_eq!(res.builtin, ["virtio_console", "virtio_blk"]);
     let rng = res.modules.last().unwrap();
-    assert_eq!(
-        rng.rel_path,
-        "kernel/drivers/char/hw_random/virtio-rng.ko.gz"
-    );
+    assert_eq!(rng.rel_path, "kernel/drivers/char/hw_random/virtio-rng.ko.gz");
     assert_eq!(rng.compression, Compression::Gzip);
-    assert_eq!(
-        res.image_path(rng),
-        format!("lib/modules/{VERSION}/kernel/drivers/char/hw_random/virtio-rng.ko")
-    );
+    assert_eq!(res.image_path(rng), format!("lib/modules/{VERSION}/kernel/drivers/char/hw_random/virtio-rng.ko"));
 }
 
 #[test]
 fn test_resolve_names_each_module_once_in_stable_order() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = synthetic_tree(tmp.path(), MODULES_DEP);
-    let wanted = [
-        "virtio_ring",
-        "virtio_rng",
-        "virtio_mmio",
-        "virtio_ring",
-        "virtio-rng",
-    ];
+    let wanted = ["virtio_ring", "virtio_rng", "virtio_mmio", "virtio_ring", "virtio-rng"];
     let first = resolve(&dir, &wanted).unwrap();
     let names: Vec<_> = first.modules.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(
-        names,
-        ["virtio_ring", "virtio", "virtio_rng", "virtio_mmio"]
-    );
+    assert_eq!(names, ["virtio_ring", "virtio", "virtio_rng", "virtio_mmio"]);
     assert_eq!(first, resolve(&dir, &wanted).unwrap());
 }
 
@@ -168,10 +136,7 @@ fn test_resolve_rejects_unlisted_dependency_and_cycles() {
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = synthetic_tree(tmp.path(), "a.ko: b.ko\nb.ko: a.ko\n");
-    assert!(matches!(
-        resolve(&dir, &["a"]),
-        Err(ModuleError::DependencyCycle { .. })
-    ));
+    assert!(matches!(resolve(&dir, &["a"]), Err(ModuleError::DependencyCycle { .. })));
 }
 
 #[test]
@@ -186,12 +151,7 @@ fn test_decompress_every_supported_format() {
         assert!(module.stored_rel_path().ends_with(".ko"));
         seen.push(module.compression);
     }
-    for c in [
-        Compression::None,
-        Compression::Xz,
-        Compression::Zstd,
-        Compression::Gzip,
-    ] {
+    for c in [Compression::None, Compression::Xz, Compression::Zstd, Compression::Gzip] {
         assert!(seen.contains(&c), "{c:?} not exercised");
     }
 }
@@ -200,17 +160,10 @@ fn test_decompress_every_supported_format() {
 fn test_decompress_reports_corrupt_module() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = synthetic_tree(tmp.path(), MODULES_DEP);
-    fs::write(
-        dir.join("kernel/drivers/virtio/virtio_ring.ko.xz"),
-        b"not xz",
-    )
-    .unwrap();
+    fs::write(dir.join("kernel/drivers/virtio/virtio_ring.ko.xz"), b"not xz").unwrap();
     let res = resolve(&dir, &["virtio_ring"]).unwrap();
     let module = &res.modules[0];
-    assert!(matches!(
-        module.decompress(&module.read_raw().unwrap()),
-        Err(ModuleError::Xz { .. })
-    ));
+    assert!(matches!(module.decompress(&module.read_raw().unwrap()), Err(ModuleError::Xz { .. })));
 }
 
 #[test]
@@ -253,9 +206,5 @@ fn test_image_stores_compressed_modules_plain() {
         assert_eq!(entry.data, payload(source), "{listed}");
         assert_eq!(entry.permissions(), 0o644);
     }
-    assert!(
-        !entries.iter().any(|e| e.name.ends_with(".xz")
-            || e.name.ends_with(".zst")
-            || e.name.ends_with(".gz"))
-    );
+    assert!(!entries.iter().any(|e| e.name.ends_with(".xz") || e.name.ends_with(".zst") || e.name.ends_with(".gz")));
 }

@@ -74,9 +74,7 @@ pub fn is_bzimage(image: &[u8]) -> bool {
 /// Parses the setup header of a bzImage.
 pub fn parse_header(image: &[u8]) -> Result<SetupHeader, KernelError> {
     if !is_bzimage(image) {
-        return Err(KernelError::UnknownImage {
-            head: head(image, HEAD_BYTES),
-        });
+        return Err(KernelError::UnknownImage { head: head(image, HEAD_BYTES) });
     }
     let truncated = || KernelError::TruncatedSetupHeader { len: image.len() };
     let protocol = u16_le(image, PROTOCOL_OFFSET).ok_or_else(truncated)?;
@@ -90,13 +88,7 @@ pub fn parse_header(image: &[u8]) -> Result<SetupHeader, KernelError> {
     }
     let payload_offset = u32_le(image, PAYLOAD_OFFSET_OFFSET).ok_or_else(truncated)?;
     let payload_length = u32_le(image, PAYLOAD_LENGTH_OFFSET).ok_or_else(truncated)?;
-    Ok(SetupHeader {
-        setup_sects,
-        protocol,
-        kernel_version,
-        payload_offset,
-        payload_length,
-    })
+    Ok(SetupHeader { setup_sects, protocol, kernel_version, payload_offset, payload_length })
 }
 
 /// The (still compressed) payload of a bzImage.
@@ -106,11 +98,7 @@ pub fn payload(image: &[u8]) -> Result<&[u8], KernelError> {
     usize::try_from(offset)
         .ok()
         .and_then(|off| slice(image, off, header.payload_length as usize))
-        .ok_or(KernelError::PayloadOutOfBounds {
-            offset,
-            length: header.payload_length,
-            file_len: image.len(),
-        })
+        .ok_or(KernelError::PayloadOutOfBounds { offset, length: header.payload_length, file_len: image.len() })
 }
 
 /// Turns a bzImage into its ELF vmlinux by decompressing the payload; an ELF passes through.
@@ -121,15 +109,9 @@ pub fn extract_vmlinux(image: &[u8]) -> Result<Vec<u8>, KernelError> {
         return Ok(image.to_vec());
     }
     let payload = payload(image)?;
-    let vmlinux = if is_elf(payload) {
-        payload.to_vec()
-    } else {
-        decompress(payload)?
-    };
+    let vmlinux = if is_elf(payload) { payload.to_vec() } else { decompress(payload)? };
     if !is_elf(&vmlinux) {
-        return Err(KernelError::PayloadNotElf {
-            head: head(&vmlinux, HEAD_BYTES),
-        });
+        return Err(KernelError::PayloadNotElf { head: head(&vmlinux, HEAD_BYTES) });
     }
     check_header(&vmlinux)?;
     Ok(vmlinux)
@@ -211,10 +193,8 @@ pub fn synthetic_bzimage(payload: &[u8], version: &str) -> Vec<u8> {
     image[VERSION_AT..VERSION_AT + version_bytes.len()].copy_from_slice(version_bytes);
     let pointer = (VERSION_AT - 0x200) as u16;
     image[KERNEL_VERSION_OFFSET..KERNEL_VERSION_OFFSET + 2].copy_from_slice(&pointer.to_le_bytes());
-    image[PAYLOAD_OFFSET_OFFSET..PAYLOAD_OFFSET_OFFSET + 4]
-        .copy_from_slice(&payload_offset.to_le_bytes());
-    image[PAYLOAD_LENGTH_OFFSET..PAYLOAD_LENGTH_OFFSET + 4]
-        .copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    image[PAYLOAD_OFFSET_OFFSET..PAYLOAD_OFFSET_OFFSET + 4].copy_from_slice(&payload_offset.to_le_bytes());
+    image[PAYLOAD_LENGTH_OFFSET..PAYLOAD_LENGTH_OFFSET + 4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     image.extend_from_slice(payload);
     // Trailing code after the payload, as in a real image.
     image.extend_from_slice(&[0xcc; 64]);
@@ -236,13 +216,8 @@ mod tests {
 
     #[test]
     fn test_extract_vmlinux_every_compression() {
-        for format in [
-            Compression::Gzip,
-            Compression::Xz,
-            Compression::Lzma,
-            Compression::Zstd,
-            Compression::Lz4Legacy,
-        ] {
+        for format in [Compression::Gzip, Compression::Xz, Compression::Lzma, Compression::Zstd, Compression::Lz4Legacy]
+        {
             let image = synthetic_bzimage(&compress(format, &tiny()), VERSION);
             let vmlinux = extract_vmlinux(&image).unwrap_or_else(|e| panic!("{format}: {e:?}"));
             assert_eq!(vmlinux, tiny(), "{format}");
@@ -262,10 +237,7 @@ mod tests {
         let err = extract_vmlinux(b"garbage!garbage!").unwrap_err();
         assert!(matches!(&err, KernelError::UnknownImage { head } if head == b"garbage!"));
         assert!(err.to_string().contains("6761726261676521"), "{err}");
-        assert!(matches!(
-            extract_vmlinux(&[]),
-            Err(KernelError::UnknownImage { .. })
-        ));
+        assert!(matches!(extract_vmlinux(&[]), Err(KernelError::UnknownImage { .. })));
     }
 
     #[test]
@@ -310,33 +282,17 @@ mod tests {
 
         let mut old = image.clone();
         old[PROTOCOL_OFFSET..PROTOCOL_OFFSET + 2].copy_from_slice(&0x0206u16.to_le_bytes());
-        assert!(matches!(
-            parse_header(&old),
-            Err(KernelError::OldBootProtocol { version: 0x0206 })
-        ));
+        assert!(matches!(parse_header(&old), Err(KernelError::OldBootProtocol { version: 0x0206 })));
 
         let mut zero_sects = image.clone();
         zero_sects[SETUP_SECTS_OFFSET] = 0;
-        assert_eq!(
-            parse_header(&zero_sects).unwrap().setup_sects,
-            DEFAULT_SETUP_SECTS
-        );
+        assert_eq!(parse_header(&zero_sects).unwrap().setup_sects, DEFAULT_SETUP_SECTS);
 
         let mut long = image.clone();
-        long[PAYLOAD_LENGTH_OFFSET..PAYLOAD_LENGTH_OFFSET + 4]
-            .copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(
-            payload(&long),
-            Err(KernelError::PayloadOutOfBounds {
-                length: u32::MAX,
-                ..
-            })
-        ));
+        long[PAYLOAD_LENGTH_OFFSET..PAYLOAD_LENGTH_OFFSET + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(payload(&long), Err(KernelError::PayloadOutOfBounds { length: u32::MAX, .. })));
 
-        assert!(matches!(
-            parse_header(&image[..0x220]),
-            Err(KernelError::TruncatedSetupHeader { len: 0x220 })
-        ));
+        assert!(matches!(parse_header(&image[..0x220]), Err(KernelError::TruncatedSetupHeader { len: 0x220 })));
     }
 
     #[test]
@@ -344,10 +300,7 @@ mod tests {
         let payload = compress(Compression::Xz, &tiny());
         let image = synthetic_bzimage(&payload, VERSION);
         let payload_end = image.len() - 64;
-        assert_eq!(
-            &image[payload_end - payload.len()..payload_end],
-            &payload[..]
-        );
+        assert_eq!(&image[payload_end - payload.len()..payload_end], &payload[..]);
         for len in (0..payload_end).step_by(7) {
             assert!(extract_vmlinux(&image[..len]).is_err(), "len {len}");
         }
@@ -356,10 +309,7 @@ mod tests {
     #[test]
     fn test_kernel_version_from_header_and_banner() {
         let image = synthetic_bzimage(b"x", VERSION);
-        assert_eq!(
-            kernel_version(&image).as_deref(),
-            Some("6.1.0-99-test-amd64")
-        );
+        assert_eq!(kernel_version(&image).as_deref(), Some("6.1.0-99-test-amd64"));
 
         let mut elf = tiny();
         elf.extend_from_slice(b"Linux version %s\0Linux version 6.12.3-arch1 (gcc) #1\0");

@@ -49,15 +49,9 @@ pub fn store(path: &Path, bytes: &[u8]) -> Result<(), KernelError> {
         move |source| KernelError::CacheWrite { path, source }
     };
     fs::create_dir_all(dir).map_err(err(dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .suffix(".vmlinux")
-        .tempfile_in(dir)
-        .map_err(err(dir))?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").suffix(".vmlinux").tempfile_in(dir).map_err(err(dir))?;
     tmp.write_all(bytes).map_err(err(tmp.path()))?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(CACHE_FILE_MODE))
-        .map_err(err(tmp.path()))?;
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(CACHE_FILE_MODE)).map_err(err(tmp.path()))?;
     tmp.as_file().sync_all().map_err(err(tmp.path()))?;
     tmp.persist(path).map_err(|e| err(path)(e.error))?;
     Ok(())
@@ -70,10 +64,7 @@ mod tests {
 
     #[test]
     fn test_sha256_hex_known_vector() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]
@@ -88,10 +79,7 @@ mod tests {
         assert_eq!(mode, CACHE_FILE_MODE);
         // Replacing an entry works and leaves only the entry behind.
         store(&path, &elf).unwrap();
-        let names: Vec<_> = fs::read_dir(kernels_dir(home.path()))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(kernels_dir(home.path())).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["abc.vmlinux"]);
     }
 

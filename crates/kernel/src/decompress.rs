@@ -66,10 +66,7 @@ impl Compression {
             (BZIP2_MAGIC, Self::Bzip2),
             (LZO_MAGIC, Self::Lzo),
         ];
-        formats
-            .into_iter()
-            .find(|(magic, _)| data.starts_with(magic))
-            .map(|(_, format)| format)
+        formats.into_iter().find(|(magic, _)| data.starts_with(magic)).map(|(_, format)| format)
     }
 
     /// Lower-case name, as in `CONFIG_KERNEL_<NAME>`.
@@ -149,24 +146,20 @@ pub fn decompress(data: &[u8]) -> Result<Vec<u8>, DecompressError> {
 
 /// [`decompress`] with an explicit output limit.
 pub fn decompress_limited(data: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
-    let format = Compression::detect(data).ok_or_else(|| DecompressError::UnknownMagic {
-        head: head(data, MAGIC_HEAD_BYTES),
-    })?;
+    let format = Compression::detect(data)
+        .ok_or_else(|| DecompressError::UnknownMagic { head: head(data, MAGIC_HEAD_BYTES) })?;
     match format {
-        Compression::Gzip => read_limited(flate2::read::GzDecoder::new(data), limit)
-            .map_err(|e| e.or(DecompressError::Gzip)),
+        Compression::Gzip => {
+            read_limited(flate2::read::GzDecoder::new(data), limit).map_err(|e| e.or(DecompressError::Gzip))
+        }
         Compression::Zstd => {
-            let decoder = ruzstd::decoding::StreamingDecoder::new(data)
-                .map_err(DecompressError::ZstdFrame)?;
+            let decoder = ruzstd::decoding::StreamingDecoder::new(data).map_err(DecompressError::ZstdFrame)?;
             read_limited(decoder, limit).map_err(|e| e.or(DecompressError::Zstd))
         }
         Compression::Lzma => {
             // lzma-rs refuses bytes after the end marker, so try without the kernel's appended
             // size first, then the whole input (a stream made by hand has no trailer).
-            let stripped = data
-                .len()
-                .checked_sub(SIZE_TRAILER_BYTES)
-                .map(|n| &data[..n]);
+            let stripped = data.len().checked_sub(SIZE_TRAILER_BYTES).map(|n| &data[..n]);
             match stripped.map(|s| lzma(s, limit)) {
                 Some(Ok(out)) => Ok(out),
                 Some(Err(e @ DecompressError::TooLarge { .. })) => Err(e),
@@ -207,10 +200,7 @@ impl ReadFailure {
 fn read_limited(reader: impl Read, limit: usize) -> Result<Vec<u8>, ReadFailure> {
     let mut out = Vec::new();
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    reader
-        .take(cap)
-        .read_to_end(&mut out)
-        .map_err(ReadFailure::Io)?;
+    reader.take(cap).read_to_end(&mut out).map_err(ReadFailure::Io)?;
     if out.len() > limit {
         return Err(ReadFailure::TooLarge(limit));
     }
@@ -226,11 +216,7 @@ struct LimitedWriter {
 
 impl LimitedWriter {
     fn new(limit: usize) -> Self {
-        Self {
-            buf: Vec::new(),
-            limit,
-            exceeded: false,
-        }
+        Self { buf: Vec::new(), limit, exceeded: false }
     }
 }
 
@@ -269,13 +255,8 @@ fn lz4_legacy(data: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
         };
         let base = out.len();
         out.resize(base + LZ4_LEGACY_BLOCK_BYTES, 0);
-        let written =
-            lz4_flex::block::decompress_into(block, &mut out[base..]).map_err(|source| {
-                DecompressError::Lz4Block {
-                    offset: pos,
-                    source,
-                }
-            })?;
+        let written = lz4_flex::block::decompress_into(block, &mut out[base..])
+            .map_err(|source| DecompressError::Lz4Block { offset: pos, source })?;
         out.truncate(base + written);
         if out.len() > limit {
             return Err(DecompressError::TooLarge { limit });
@@ -303,14 +284,11 @@ pub(crate) mod tests {
     pub(crate) fn compress(format: Compression, data: &[u8]) -> Vec<u8> {
         let stream = match format {
             Compression::Gzip => {
-                let mut enc =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
                 enc.write_all(data).unwrap();
                 enc.finish().unwrap()
             }
-            Compression::Zstd => {
-                ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
-            }
+            Compression::Zstd => ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest),
             Compression::Lzma => {
                 let mut out = Vec::new();
                 lzma_rs::lzma_compress(&mut &data[..], &mut out).unwrap();
@@ -346,13 +324,8 @@ pub(crate) mod tests {
         data
     }
 
-    const SUPPORTED: [Compression; 5] = [
-        Compression::Gzip,
-        Compression::Xz,
-        Compression::Lzma,
-        Compression::Zstd,
-        Compression::Lz4Legacy,
-    ];
+    const SUPPORTED: [Compression; 5] =
+        [Compression::Gzip, Compression::Xz, Compression::Lzma, Compression::Zstd, Compression::Lz4Legacy];
 
     #[test]
     fn test_decompress_round_trips_every_format_with_appended_size() {
@@ -371,10 +344,7 @@ pub(crate) mod tests {
         for format in SUPPORTED {
             let packed = compress(format, &data);
             let err = decompress_limited(&packed, 1000).unwrap_err();
-            assert!(
-                matches!(err, DecompressError::TooLarge { limit: 1000 }),
-                "{format}: {err:?}"
-            );
+            assert!(matches!(err, DecompressError::TooLarge { limit: 1000 }), "{format}: {err:?}");
         }
     }
 
@@ -414,18 +384,12 @@ pub(crate) mod tests {
 
         let mut only_magic = LZ4_LEGACY_MAGIC.to_le_bytes().to_vec();
         only_magic.extend_from_slice(&[0, 0, 0, 0]);
-        assert!(matches!(
-            decompress(&only_magic),
-            Err(DecompressError::Lz4NoBlocks)
-        ));
+        assert!(matches!(decompress(&only_magic), Err(DecompressError::Lz4NoBlocks)));
 
         let mut corrupt = LZ4_LEGACY_MAGIC.to_le_bytes().to_vec();
         corrupt.extend_from_slice(&4u32.to_le_bytes());
         corrupt.extend_from_slice(&[0xF0, 0xFF, 0xFF, 0xFF]);
-        assert!(matches!(
-            decompress(&corrupt),
-            Err(DecompressError::Lz4Block { offset: 4, .. })
-        ));
+        assert!(matches!(decompress(&corrupt), Err(DecompressError::Lz4Block { offset: 4, .. })));
     }
 
     #[test]
@@ -433,21 +397,8 @@ pub(crate) mod tests {
         let err = decompress(b"\x01\x02\x03\x04\x05\x06\x07\x08\x09").unwrap_err();
         assert!(matches!(&err, DecompressError::UnknownMagic { head } if head.len() == 8));
         assert!(err.to_string().contains("0102030405060708"), "{err}");
-        assert!(matches!(
-            decompress(b"BZh91AY&SY"),
-            Err(DecompressError::Unsupported {
-                format: Compression::Bzip2
-            })
-        ));
-        assert!(matches!(
-            decompress(b"\x89LZO\0"),
-            Err(DecompressError::Unsupported {
-                format: Compression::Lzo
-            })
-        ));
-        assert!(matches!(
-            decompress(b""),
-            Err(DecompressError::UnknownMagic { .. })
-        ));
+        assert!(matches!(decompress(b"BZh91AY&SY"), Err(DecompressError::Unsupported { format: Compression::Bzip2 })));
+        assert!(matches!(decompress(b"\x89LZO\0"), Err(DecompressError::Unsupported { format: Compression::Lzo })));
+        assert!(matches!(decompress(b""), Err(DecompressError::UnknownMagic { .. })));
     }
 }

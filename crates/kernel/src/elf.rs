@@ -72,9 +72,7 @@ pub enum ElfError {
         len: usize,
     },
     /// No `XEN_ELFNOTE_PHYS32_ENTRY` note.
-    #[error(
-        "no PVH entry note: the kernel lacks PVH boot support (CONFIG_PVH) and cannot be booted directly"
-    )]
+    #[error("no PVH entry note: the kernel lacks PVH boot support (CONFIG_PVH) and cannot be booted directly")]
     NoPvhNote,
     /// The note's descriptor is neither 4 nor 8 bytes.
     #[error("PVH note descriptor has {size} bytes (expected 4 or 8)")]
@@ -98,9 +96,7 @@ pub fn is_elf(bytes: &[u8]) -> bool {
 /// Checks that `bytes` is an ELF64 little-endian x86-64 file with a complete header.
 pub fn check_header(bytes: &[u8]) -> Result<(), ElfError> {
     if !is_elf(bytes) {
-        return Err(ElfError::NotElf {
-            head: head(bytes, 8),
-        });
+        return Err(ElfError::NotElf { head: head(bytes, 8) });
     }
     if bytes.len() < EHDR_SIZE {
         return Err(truncated("ELF header", 0, EHDR_SIZE as u64, bytes));
@@ -124,10 +120,7 @@ pub fn pvh_entry(elf: &[u8]) -> Result<u32, KernelError> {
 /// [`pvh_entry`] with this module's error type.
 pub fn find_pvh_entry(elf: &[u8]) -> Result<u32, ElfError> {
     check_header(elf)?;
-    for (data, align) in note_regions(elf, PT_NOTE_REGIONS)?
-        .into_iter()
-        .chain(note_regions(elf, SHT_NOTE_REGIONS)?)
-    {
+    for (data, align) in note_regions(elf, PT_NOTE_REGIONS)?.into_iter().chain(note_regions(elf, SHT_NOTE_REGIONS)?) {
         if let Some(entry) = find_pvh_note(data, align)? {
             return Ok(entry);
         }
@@ -168,39 +161,15 @@ pub fn tiny_pvh_elf(code: &[u8]) -> Vec<u8> {
     debug_assert_eq!(out.len(), EHDR_SIZE);
 
     let code_len = code.len() as u64;
-    push_phdr(
-        &mut out,
-        PT_LOAD,
-        PF_R | PF_X,
-        TINY_ELF_CODE_OFFSET as u64,
-        TINY_ELF_LOAD_ADDR,
-        code_len,
-        0x1000,
-    );
-    push_phdr(
-        &mut out,
-        PT_NOTE,
-        PF_R,
-        note_off as u64,
-        0,
-        note.len() as u64,
-        4,
-    );
+    push_phdr(&mut out, PT_LOAD, PF_R | PF_X, TINY_ELF_CODE_OFFSET as u64, TINY_ELF_LOAD_ADDR, code_len, 0x1000);
+    push_phdr(&mut out, PT_NOTE, PF_R, note_off as u64, 0, note.len() as u64, 4);
     out.extend_from_slice(&note);
     out.resize(TINY_ELF_CODE_OFFSET, 0);
     out.extend_from_slice(code);
     out
 }
 
-fn push_phdr(
-    out: &mut Vec<u8>,
-    p_type: u32,
-    flags: u32,
-    offset: u64,
-    addr: u64,
-    size: u64,
-    align: u64,
-) {
+fn push_phdr(out: &mut Vec<u8>, p_type: u32, flags: u32, offset: u64, addr: u64, size: u64, align: u64) {
     out.extend_from_slice(&p_type.to_le_bytes());
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&offset.to_le_bytes());
@@ -251,10 +220,7 @@ const SHT_NOTE_REGIONS: &RegionTable = &RegionTable {
 
 /// The note regions (bytes, note alignment) listed by one header table. Regions that run past
 /// the end of the file are skipped; a table that does is an error.
-fn note_regions<'a>(
-    elf: &'a [u8],
-    table: &RegionTable,
-) -> Result<Vec<(&'a [u8], usize)>, ElfError> {
+fn note_regions<'a>(elf: &'a [u8], table: &RegionTable) -> Result<Vec<(&'a [u8], usize)>, ElfError> {
     let table_off = u64_le(elf, table.table_offset_at).unwrap_or_default();
     let count = u16_le(elf, table.count_at).unwrap_or_default();
     if table_off == 0 || count == 0 {
@@ -270,17 +236,13 @@ fn note_regions<'a>(
         if u32_le(entry, table.type_at) != Some(table.note_type) {
             continue;
         }
-        let (Some(off), Some(size), Some(align)) = (
-            u64_le(entry, table.offset_at),
-            u64_le(entry, table.size_at),
-            u64_le(entry, table.align_at),
-        ) else {
+        let (Some(off), Some(size), Some(align)) =
+            (u64_le(entry, table.offset_at), u64_le(entry, table.size_at), u64_le(entry, table.align_at))
+        else {
             continue;
         };
-        let region = usize::try_from(off)
-            .ok()
-            .zip(usize::try_from(size).ok())
-            .and_then(|(off, size)| slice(elf, off, size));
+        let region =
+            usize::try_from(off).ok().zip(usize::try_from(size).ok()).and_then(|(off, size)| slice(elf, off, size));
         if let Some(region) = region {
             regions.push((region, if align == 8 { 8 } else { 4 }));
         }
@@ -290,9 +252,7 @@ fn note_regions<'a>(
 
 /// Scans one note region for the PVH note. A malformed tail ends the scan.
 fn find_pvh_note(mut data: &[u8], align: usize) -> Result<Option<u32>, ElfError> {
-    while let (Some(namesz), Some(descsz), Some(note_type)) =
-        (u32_le(data, 0), u32_le(data, 4), u32_le(data, 8))
-    {
+    while let (Some(namesz), Some(descsz), Some(note_type)) = (u32_le(data, 0), u32_le(data, 4), u32_le(data, 8)) {
         let Some(layout) = note_layout(namesz, descsz, align) else {
             return Ok(None);
         };
@@ -311,9 +271,7 @@ fn find_pvh_note(mut data: &[u8], align: usize) -> Result<Option<u32>, ElfError>
             let Some(entry) = entry else {
                 return Ok(None);
             };
-            return u32::try_from(entry)
-                .map(Some)
-                .map_err(|_| ElfError::EntryOutOfRange { entry });
+            return u32::try_from(entry).map(Some).map_err(|_| ElfError::EntryOutOfRange { entry });
         }
         match data.get(next..) {
             Some(rest) if next > 0 => data = rest,
@@ -331,12 +289,7 @@ fn note_layout(namesz: u32, descsz: u32, align: usize) -> Option<(usize, usize)>
 }
 
 fn truncated(what: &'static str, offset: u64, needed: u64, bytes: &[u8]) -> ElfError {
-    ElfError::Truncated {
-        what,
-        offset,
-        needed,
-        len: bytes.len(),
-    }
+    ElfError::Truncated { what, offset, needed, len: bytes.len() }
 }
 
 #[cfg(test)]
@@ -385,12 +338,7 @@ mod tests {
     fn test_pvh_entry_skips_other_notes_and_reads_u32_descriptor() {
         let mut notes = note(b"GNU\0", 3, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 4);
         notes.extend(note(b"Xen\0", 17, &0x1234u64.to_le_bytes(), 4));
-        notes.extend(note(
-            b"Xen\0",
-            XEN_ELFNOTE_PHYS32_ENTRY,
-            &0x0100_0abcu32.to_le_bytes(),
-            4,
-        ));
+        notes.extend(note(b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY, &0x0100_0abcu32.to_le_bytes(), 4));
         assert_eq!(find_pvh_entry(&elf_with_notes(&notes, 4)), Ok(0x0100_0abc));
     }
 
@@ -398,107 +346,52 @@ mod tests {
     fn test_pvh_entry_honours_eight_byte_note_alignment() {
         // A 5-byte name ("Xen\0\0" is not "Xen") pads to 8, so the next note is only found when
         // the scan uses the segment's 8-byte alignment.
-        let mut all = note(
-            b"Xen\0\0",
-            XEN_ELFNOTE_PHYS32_ENTRY,
-            &0x2000u64.to_le_bytes(),
-            8,
-        );
-        all.extend(note(
-            b"Xen\0",
-            XEN_ELFNOTE_PHYS32_ENTRY,
-            &0x3000u64.to_le_bytes(),
-            8,
-        ));
+        let mut all = note(b"Xen\0\0", XEN_ELFNOTE_PHYS32_ENTRY, &0x2000u64.to_le_bytes(), 8);
+        all.extend(note(b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY, &0x3000u64.to_le_bytes(), 8));
         assert_eq!(find_pvh_entry(&elf_with_notes(&all, 8)), Ok(0x3000));
     }
 
     #[test]
     fn test_pvh_entry_rejects_elf_without_pvh_note() {
         let notes = note(b"GNU\0", XEN_ELFNOTE_PHYS32_ENTRY, &[0; 8], 4);
-        assert_eq!(
-            find_pvh_entry(&elf_with_notes(&notes, 4)),
-            Err(ElfError::NoPvhNote)
-        );
+        assert_eq!(find_pvh_entry(&elf_with_notes(&notes, 4)), Err(ElfError::NoPvhNote));
         let msg = ElfError::NoPvhNote.to_string();
         assert!(msg.contains("CONFIG_PVH"), "{msg}");
     }
 
     #[test]
     fn test_pvh_entry_rejects_large_entry_and_odd_descriptor() {
-        let big = note(
-            b"Xen\0",
-            XEN_ELFNOTE_PHYS32_ENTRY,
-            &(1u64 << 32).to_le_bytes(),
-            4,
-        );
-        assert_eq!(
-            find_pvh_entry(&elf_with_notes(&big, 4)),
-            Err(ElfError::EntryOutOfRange { entry: 1 << 32 })
-        );
+        let big = note(b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY, &(1u64 << 32).to_le_bytes(), 4);
+        assert_eq!(find_pvh_entry(&elf_with_notes(&big, 4)), Err(ElfError::EntryOutOfRange { entry: 1 << 32 }));
         let odd = note(b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY, &[0; 2], 4);
-        assert_eq!(
-            find_pvh_entry(&elf_with_notes(&odd, 4)),
-            Err(ElfError::BadPvhDescriptor { size: 2 })
-        );
+        assert_eq!(find_pvh_entry(&elf_with_notes(&odd, 4)), Err(ElfError::BadPvhDescriptor { size: 2 }));
     }
 
     #[test]
     fn test_pvh_entry_truncated_note_is_not_found() {
-        let mut notes = note(
-            b"Xen\0",
-            XEN_ELFNOTE_PHYS32_ENTRY,
-            &0x2000u64.to_le_bytes(),
-            4,
-        );
+        let mut notes = note(b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY, &0x2000u64.to_le_bytes(), 4);
         notes.truncate(notes.len() - 3);
-        assert_eq!(
-            find_pvh_entry(&elf_with_notes(&notes, 4)),
-            Err(ElfError::NoPvhNote)
-        );
+        assert_eq!(find_pvh_entry(&elf_with_notes(&notes, 4)), Err(ElfError::NoPvhNote));
     }
 
     #[test]
     fn test_check_header_rejects_non_elf_and_wrong_kinds() {
-        assert_eq!(
-            check_header(b"MZ\x90\0"),
-            Err(ElfError::NotElf {
-                head: b"MZ\x90\0".to_vec()
-            })
-        );
+        assert_eq!(check_header(b"MZ\x90\0"), Err(ElfError::NotElf { head: b"MZ\x90\0".to_vec() }));
         let elf = tiny_pvh_elf(&[]);
-        assert!(matches!(
-            check_header(&elf[..40]),
-            Err(ElfError::Truncated { .. })
-        ));
+        assert!(matches!(check_header(&elf[..40]), Err(ElfError::Truncated { .. })));
         let mut class32 = elf.clone();
         class32[4] = 1;
-        assert_eq!(
-            check_header(&class32),
-            Err(ElfError::UnsupportedClass { class: 1, data: 1 })
-        );
+        assert_eq!(check_header(&class32), Err(ElfError::UnsupportedClass { class: 1, data: 1 }));
         let mut arm = elf.clone();
         arm[18] = 183;
-        assert_eq!(
-            check_header(&arm),
-            Err(ElfError::WrongMachine { machine: 183 })
-        );
+        assert_eq!(check_header(&arm), Err(ElfError::WrongMachine { machine: 183 }));
     }
 
     #[test]
     fn test_pvh_entry_reports_truncated_program_headers() {
         let elf = tiny_pvh_elf(&[0x90]);
         let err = find_pvh_entry(&elf[..100]).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ElfError::Truncated {
-                    what: "program header table",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, ElfError::Truncated { what: "program header table", .. }), "{err}");
         for len in 0..elf.len() {
             let _ = find_pvh_entry(&elf[..len]);
         }

@@ -83,9 +83,7 @@ pub enum KernelError {
         version: u16,
     },
     /// `payload_offset`/`payload_length` point outside the file.
-    #[error(
-        "bzImage payload ({length} bytes at offset {offset}) runs past the end ({file_len} bytes)"
-    )]
+    #[error("bzImage payload ({length} bytes at offset {offset}) runs past the end ({file_len} bytes)")]
     PayloadOutOfBounds {
         /// File offset of the payload.
         offset: u64,
@@ -109,11 +107,7 @@ pub enum KernelError {
 }
 
 fn join_paths(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -123,18 +117,12 @@ mod tests {
     #[test]
     fn test_not_found_lists_places_and_packages() {
         let err = KernelError::NotFound {
-            searched: vec![
-                PathBuf::from("/h/kernels/vmlinux"),
-                PathBuf::from("/boot/vmlinuz-*"),
-            ],
+            searched: vec![PathBuf::from("/h/kernels/vmlinux"), PathBuf::from("/boot/vmlinuz-*")],
         };
         let msg = err.to_string();
-        for part in [
-            "/h/kernels/vmlinux, /boot/vmlinuz-*",
-            "linux-image-cloud-amd64",
-            "linux-image-virtual",
-            "--kernel PATH",
-        ] {
+        for part in
+            ["/h/kernels/vmlinux, /boot/vmlinuz-*", "linux-image-cloud-amd64", "linux-image-virtual", "--kernel PATH"]
+        {
             assert!(msg.contains(part), "{msg}");
         }
     }

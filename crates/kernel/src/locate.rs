@@ -34,10 +34,7 @@ pub struct SearchRoots {
 impl SearchRoots {
     /// The real host: `/boot` and `/lib/modules`.
     pub fn host() -> Self {
-        Self {
-            boot: PathBuf::from(DEFAULT_BOOT_DIR),
-            modules: PathBuf::from(DEFAULT_MODULES_DIR),
-        }
+        Self { boot: PathBuf::from(DEFAULT_BOOT_DIR), modules: PathBuf::from(DEFAULT_MODULES_DIR) }
     }
 
     /// `<modules>/<version>` when that directory exists.
@@ -81,50 +78,31 @@ pub fn home_kernel(home: &Path) -> PathBuf {
 }
 
 /// Picks the kernel to boot; see the module docs for the order.
-pub fn locate(
-    explicit: Option<&Path>,
-    home: &Path,
-    roots: &SearchRoots,
-) -> Result<FoundKernel, KernelError> {
+pub fn locate(explicit: Option<&Path>, home: &Path, roots: &SearchRoots) -> Result<FoundKernel, KernelError> {
     if let Some(path) = explicit {
-        return Ok(FoundKernel {
-            path: path.to_path_buf(),
-            origin: KernelOrigin::Explicit,
-            version: None,
-        });
+        return Ok(FoundKernel { path: path.to_path_buf(), origin: KernelOrigin::Explicit, version: None });
     }
     let home_path = home_kernel(home);
     if home_path.is_file() {
-        return Ok(FoundKernel {
-            path: home_path,
-            origin: KernelOrigin::Home,
-            version: None,
-        });
+        return Ok(FoundKernel { path: home_path, origin: KernelOrigin::Home, version: None });
     }
     let candidates = boot_kernels(&roots.boot)?;
-    let chosen = candidates
-        .iter()
-        .find(|(_, version)| roots.modules_dir(version).is_some())
-        .or_else(|| candidates.first());
+    let chosen =
+        candidates.iter().find(|(_, version)| roots.modules_dir(version).is_some()).or_else(|| candidates.first());
     match chosen {
-        Some((path, version)) => Ok(FoundKernel {
-            path: path.clone(),
-            origin: KernelOrigin::Boot,
-            version: Some(version.clone()),
-        }),
-        None => Err(KernelError::NotFound {
-            searched: vec![home_path, roots.boot.join(format!("{BOOT_KERNEL_PREFIX}*"))],
-        }),
+        Some((path, version)) => {
+            Ok(FoundKernel { path: path.clone(), origin: KernelOrigin::Boot, version: Some(version.clone()) })
+        }
+        None => {
+            Err(KernelError::NotFound { searched: vec![home_path, roots.boot.join(format!("{BOOT_KERNEL_PREFIX}*"))] })
+        }
     }
 }
 
 /// The `vmlinuz-<version>` files in `boot` with their versions, newest first. A missing
 /// directory has none.
 pub fn boot_kernels(boot: &Path) -> Result<Vec<(PathBuf, String)>, KernelError> {
-    let list_err = |source| KernelError::ListDir {
-        path: boot.to_path_buf(),
-        source,
-    };
+    let list_err = |source| KernelError::ListDir { path: boot.to_path_buf(), source };
     let entries = match fs::read_dir(boot) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -134,15 +112,11 @@ pub fn boot_kernels(boot: &Path) -> Result<Vec<(PathBuf, String)>, KernelError> 
     for entry in entries {
         let entry = entry.map_err(list_err)?;
         let name = entry.file_name();
-        let Some(version) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(BOOT_KERNEL_PREFIX))
-        else {
+        let Some(version) = name.to_str().and_then(|n| n.strip_prefix(BOOT_KERNEL_PREFIX)) else {
             continue;
         };
-        let ignored = version.is_empty()
-            || version.contains(".dpkg-")
-            || IGNORED_SUFFIXES.iter().any(|s| version.ends_with(s));
+        let ignored =
+            version.is_empty() || version.contains(".dpkg-") || IGNORED_SUFFIXES.iter().any(|s| version.ends_with(s));
         let path = entry.path();
         if ignored || !path.is_file() {
             continue;
@@ -185,9 +159,7 @@ fn chunks(s: &str) -> impl Iterator<Item = &str> {
         rest = rest.trim_start_matches(|c: char| !c.is_alphanumeric());
         let first = rest.chars().next()?;
         let digit = first.is_ascii_digit();
-        let end = rest
-            .find(|c: char| !c.is_alphanumeric() || c.is_ascii_digit() != digit)
-            .unwrap_or(rest.len());
+        let end = rest.find(|c: char| !c.is_alphanumeric() || c.is_ascii_digit() != digit).unwrap_or(rest.len());
         let (chunk, tail) = rest.split_at(end);
         rest = tail;
         Some(chunk)
@@ -214,40 +186,17 @@ mod tests {
     }
 
     fn roots(dir: &Path) -> SearchRoots {
-        SearchRoots {
-            boot: dir.join("boot"),
-            modules: dir.join("modules"),
-        }
+        SearchRoots { boot: dir.join("boot"), modules: dir.join("modules") }
     }
 
     #[test]
     fn test_compare_versions_numeric() {
-        let mut v = vec![
-            "6.1.0-9-amd64",
-            "6.10.0-1-amd64",
-            "6.1.0-56-cloud-amd64",
-            "6.9.12",
-            "6.1.0-rc1",
-            "5.19",
-        ];
+        let mut v = vec!["6.1.0-9-amd64", "6.10.0-1-amd64", "6.1.0-56-cloud-amd64", "6.9.12", "6.1.0-rc1", "5.19"];
         v.sort_by(|a, b| compare_versions(b, a));
-        assert_eq!(
-            v,
-            [
-                "6.10.0-1-amd64",
-                "6.9.12",
-                "6.1.0-56-cloud-amd64",
-                "6.1.0-9-amd64",
-                "6.1.0-rc1",
-                "5.19"
-            ]
-        );
+        assert_eq!(v, ["6.10.0-1-amd64", "6.9.12", "6.1.0-56-cloud-amd64", "6.1.0-9-amd64", "6.1.0-rc1", "5.19"]);
         assert_eq!(compare_versions("6.1", "6.1.0"), Ordering::Less);
         assert_eq!(compare_versions("6.01", "6.1"), Ordering::Equal);
-        assert_eq!(
-            compare_versions("1.99999999999999999999999", "1.100000000000000000000000"),
-            Ordering::Less
-        );
+        assert_eq!(compare_versions("1.99999999999999999999999", "1.100000000000000000000000"), Ordering::Less);
     }
 
     #[test]
@@ -275,12 +224,7 @@ mod tests {
     fn test_locate_boot_prefers_newest_with_modules() {
         let dir = tempfile::tempdir().unwrap();
         let r = roots(dir.path());
-        for v in [
-            "6.1.0-9-amd64",
-            "6.1.0-10-amd64",
-            "6.1.0-11-amd64",
-            "6.1.0-12-amd64.old",
-        ] {
+        for v in ["6.1.0-9-amd64", "6.1.0-10-amd64", "6.1.0-11-amd64", "6.1.0-12-amd64.old"] {
             touch(&r.boot.join(format!("vmlinuz-{v}")));
         }
         touch(&r.boot.join("config-6.1.0-99"));
@@ -307,10 +251,7 @@ mod tests {
         let KernelError::NotFound { searched } = &err else {
             panic!("{err:?}");
         };
-        assert_eq!(
-            searched,
-            &[home_kernel(dir.path()), r.boot.join("vmlinuz-*")]
-        );
+        assert_eq!(searched, &[home_kernel(dir.path()), r.boot.join("vmlinuz-*")]);
         assert!(err.to_string().contains("linux-image-cloud-amd64"));
     }
 
@@ -319,9 +260,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("not-a-dir");
         touch(&file);
-        assert!(matches!(
-            boot_kernels(&file),
-            Err(KernelError::ListDir { .. })
-        ));
+        assert!(matches!(boot_kernels(&file), Err(KernelError::ListDir { .. })));
     }
 }

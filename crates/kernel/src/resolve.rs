@@ -34,11 +34,7 @@ pub fn resolve(explicit: Option<&Path>, home: &Path) -> Result<ResolvedKernel, K
 }
 
 /// [`resolve`] with the host's `/boot` and `/lib/modules` replaced.
-pub fn resolve_with(
-    explicit: Option<&Path>,
-    home: &Path,
-    roots: &SearchRoots,
-) -> Result<ResolvedKernel, KernelError> {
+pub fn resolve_with(explicit: Option<&Path>, home: &Path, roots: &SearchRoots) -> Result<ResolvedKernel, KernelError> {
     resolve_using(explicit, home, roots, &extract_vmlinux)
 }
 
@@ -53,10 +49,7 @@ fn resolve_using(
 ) -> Result<ResolvedKernel, KernelError> {
     let found = locate(explicit, home, roots)?;
     let path = found.path;
-    let source = fs::read(&path).map_err(|source| KernelError::Read {
-        path: path.clone(),
-        source,
-    })?;
+    let source = fs::read(&path).map_err(|source| KernelError::Read { path: path.clone(), source })?;
     let vmlinux_path = cache::vmlinux_path(home, &sha256_hex(&source));
     let (vmlinux, pvh_entry) = match cache::load(&vmlinux_path) {
         Some(hit) => hit,
@@ -67,10 +60,7 @@ fn resolve_using(
             (vmlinux, entry)
         }
     };
-    let version = found
-        .version
-        .or_else(|| kernel_version(&source))
-        .or_else(|| kernel_version(&vmlinux));
+    let version = found.version.or_else(|| kernel_version(&source)).or_else(|| kernel_version(&vmlinux));
     let modules_dir = version.as_deref().and_then(|v| roots.modules_dir(v));
     Ok(ResolvedKernel {
         vmlinux: vmlinux_path,
@@ -85,13 +75,8 @@ fn resolve_using(
 /// Attaches the kernel's path; a missing PVH note gets its own error.
 fn image_error(path: &Path, e: KernelError) -> KernelError {
     match e {
-        KernelError::Elf(ElfError::NoPvhNote) => KernelError::NoPvhNote {
-            path: path.to_path_buf(),
-        },
-        e => KernelError::Image {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        },
+        KernelError::Elf(ElfError::NoPvhNote) => KernelError::NoPvhNote { path: path.to_path_buf() },
+        e => KernelError::Image { path: path.to_path_buf(), source: Box::new(e) },
     }
 }
 
@@ -113,10 +98,7 @@ mod tests {
     impl Host {
         fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
-            let roots = SearchRoots {
-                boot: dir.path().join("boot"),
-                modules: dir.path().join("lib/modules"),
-            };
+            let roots = SearchRoots { boot: dir.path().join("boot"), modules: dir.path().join("lib/modules") };
             fs::create_dir_all(&roots.boot).unwrap();
             Self { dir, roots }
         }
@@ -152,10 +134,7 @@ mod tests {
         assert_eq!(first.source, source);
         // The file name wins over the header's version string.
         assert_eq!(first.version.as_deref(), Some("6.1.0-7-test"));
-        assert_eq!(
-            first.modules_dir,
-            Some(host.roots.modules.join("6.1.0-7-test"))
-        );
+        assert_eq!(first.modules_dir, Some(host.roots.modules.join("6.1.0-7-test")));
         assert_eq!(first.pvh_entry, 0x10_0000);
         let expected = cache::vmlinux_path(&host.home(), &sha256_hex(&fs::read(&source).unwrap()));
         assert_eq!(first.vmlinux, expected);
@@ -179,11 +158,7 @@ mod tests {
         let host = Host::new();
         host.boot_kernel("1.0", &bzimage(Compression::Gzip, "1.0"));
         let explicit = host.dir.path().join("my-kernel");
-        fs::write(
-            &explicit,
-            bzimage(Compression::Zstd, "6.6.6-custom (me@here) #1"),
-        )
-        .unwrap();
+        fs::write(&explicit, bzimage(Compression::Zstd, "6.6.6-custom (me@here) #1")).unwrap();
         fs::create_dir_all(host.roots.modules.join("6.6.6-custom")).unwrap();
         let k = resolve_with(Some(&explicit), &host.home(), &host.roots).unwrap();
         assert_eq!(k.source, explicit);
@@ -211,22 +186,13 @@ mod tests {
         let host = Host::new();
         let mut elf = tiny_pvh_elf(&[0xf4]);
         elf[64 + 2 * 56 + 8] = 3; // the PVH note becomes some other note type
-        let path = host.boot_kernel(
-            "6.1",
-            &synthetic_bzimage(&compress(Compression::Xz, &elf), "6.1"),
-        );
+        let path = host.boot_kernel("6.1", &synthetic_bzimage(&compress(Compression::Xz, &elf), "6.1"));
         let err = resolve_with(None, &host.home(), &host.roots).unwrap_err();
-        assert!(
-            matches!(&err, KernelError::NoPvhNote { path: p } if *p == path),
-            "{err:?}"
-        );
+        assert!(matches!(&err, KernelError::NoPvhNote { path: p } if *p == path), "{err:?}");
         assert!(err.to_string().contains("CONFIG_PVH"));
         assert!(
             !cache::kernels_dir(&host.home()).exists()
-                || fs::read_dir(cache::kernels_dir(&host.home()))
-                    .unwrap()
-                    .next()
-                    .is_none()
+                || fs::read_dir(cache::kernels_dir(&host.home())).unwrap().next().is_none()
         );
     }
 

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 
 use nestbox_kernel::bzimage::{is_bzimage, payload};
 use nestbox_kernel::locate::boot_kernels;
-use nestbox_kernel::{
-    Compression, SearchRoots, extract_vmlinux, kernel_version, pvh_entry, resolve,
-};
+use nestbox_kernel::{Compression, SearchRoots, extract_vmlinux, kernel_version, pvh_entry, resolve};
 
 /// Host kernels this process can read, or `None` (with a note) when there are none.
 fn readable_host_kernels() -> Option<Vec<(PathBuf, String)>> {
@@ -48,29 +46,18 @@ fn test_host_kernels_extract_with_pvh_entry_in_a_segment() {
         let image = fs::read(&path).unwrap();
         assert!(is_bzimage(&image), "{}", path.display());
         let format = Compression::detect(payload(&image).unwrap());
-        let vmlinux = extract_vmlinux(&image)
-            .unwrap_or_else(|e| panic!("{} ({format:?}): {e:?}", path.display()));
-        assert!(
-            vmlinux.len() > image.len(),
-            "the vmlinux is bigger than its compressed image"
-        );
+        let vmlinux = extract_vmlinux(&image).unwrap_or_else(|e| panic!("{} ({format:?}): {e:?}", path.display()));
+        assert!(vmlinux.len() > image.len(), "the vmlinux is bigger than its compressed image");
         let entry = u64::from(pvh_entry(&vmlinux).unwrap());
         let segments = load_segments(&vmlinux);
         assert!(
-            segments
-                .iter()
-                .any(|&(start, end)| (start..end).contains(&entry)),
+            segments.iter().any(|&(start, end)| (start..end).contains(&entry)),
             "PVH entry {entry:#x} outside {segments:x?}"
         );
         // Both version sources agree with the file name.
         assert_eq!(kernel_version(&image).as_deref(), Some(version.as_str()));
         assert_eq!(kernel_version(&vmlinux).as_deref(), Some(version.as_str()));
-        eprintln!(
-            "{}: {format:?}, {} -> {} bytes, PVH entry {entry:#x}",
-            path.display(),
-            image.len(),
-            vmlinux.len()
-        );
+        eprintln!("{}: {format:?}, {} -> {} bytes, PVH entry {entry:#x}", path.display(), image.len(), vmlinux.len());
     }
 }
 

@@ -8,9 +8,7 @@ use proptest::prelude::*;
 /// Stream prefixes of every format the decompressor knows.
 const MAGICS: &[&[u8]] = &[
     &[0x1f, 0x8b, 0x08],
-    &[
-        0xfd, b'7', b'z', b'X', b'Z', 0, 0, 1, 0x69, 0x22, 0xde, 0x36,
-    ],
+    &[0xfd, b'7', b'z', b'X', b'Z', 0, 0, 1, 0x69, 0x22, 0xde, 0x36],
     &[0x5d, 0, 0, 0x80, 0],
     &[0x28, 0xb5, 0x2f, 0xfd],
     &[0x02, 0x21, 0x4c, 0x18],
@@ -81,8 +79,5 @@ proptest! {
 
 #[test]
 fn test_valid_bzimage_fixture_extracts() {
-    assert_eq!(
-        extract_vmlinux(&valid_bzimage()).unwrap(),
-        tiny_pvh_elf(&[0xf4; 64])
-    );
+    assert_eq!(extract_vmlinux(&valid_bzimage()).unwrap(), tiny_pvh_elf(&[0xf4; 64]));
 }

@@ -12,12 +12,7 @@ const BCJ_SAMPLE: &[u8] = include_bytes!("fixtures/bcj-x86.bin");
 
 /// Runs `tool args` on `input`, or `None` when the tool is missing.
 fn compress_with(tool: &str, args: &[&str], input: &[u8]) -> Option<Vec<u8>> {
-    let mut child = match Command::new(tool)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-    {
+    let mut child = match Command::new(tool).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn() {
         Ok(child) => child,
         Err(e) => {
             eprintln!("skipped {tool}: {e}");
@@ -54,12 +49,7 @@ fn test_gzip_payload() {
 
 #[test]
 fn test_xz_payload_with_x86_bcj() {
-    check(
-        "xz",
-        &["--check=crc32", "--x86", "--lzma2=dict=32MiB"],
-        Compression::Xz,
-        BCJ_SAMPLE,
-    );
+    check("xz", &["--check=crc32", "--x86", "--lzma2=dict=32MiB"], Compression::Xz, BCJ_SAMPLE);
 }
 
 #[test]
@@ -69,12 +59,7 @@ fn test_lzma_payload() {
 
 #[test]
 fn test_zstd_payload() {
-    check(
-        "zstd",
-        &["-22", "--ultra", "-q"],
-        Compression::Zstd,
-        BCJ_SAMPLE,
-    );
+    check("zstd", &["-22", "--ultra", "-q"], Compression::Zstd, BCJ_SAMPLE);
 }
 
 #[test]

@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 use nestbox_kernel::tiny_pvh_elf;
 
 /// `mov dx,0x3f8; mov al,'K'; out dx,al; mov dx,0xf4; mov al,0x10; out dx,al; hlt; jmp $-1`
-const CODE: &[u8] = &[
-    0x66, 0xba, 0xf8, 0x03, 0xb0, b'K', 0xee, 0x66, 0xba, 0xf4, 0x00, 0xb0, 0x10, 0xee, 0xf4, 0xeb,
-    0xfd,
-];
+const CODE: &[u8] =
+    &[0x66, 0xba, 0xf8, 0x03, 0xb0, b'K', 0xee, 0x66, 0xba, 0xf4, 0x00, 0xb0, 0x10, 0xee, 0xf4, 0xeb, 0xfd];
 /// isa-debug-exit turns the value 0x10 into exit status (0x10 << 1) | 1.
 const EXPECTED_STATUS: i32 = 0x21;
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -22,20 +20,9 @@ fn test_qemu_boots_tiny_pvh_elf() {
     let kernel = dir.path().join("tiny.elf");
     std::fs::write(&kernel, tiny_pvh_elf(CODE)).unwrap();
     let child = Command::new("qemu-system-x86_64")
-        .args([
-            "-machine",
-            "microvm,accel=tcg",
-            "-m",
-            "32M",
-            "-nodefaults",
-            "-no-user-config",
-        ])
+        .args(["-machine", "microvm,accel=tcg", "-m", "32M", "-nodefaults", "-no-user-config"])
         .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
-        .args([
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
-            "-kernel",
-        ])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-kernel"])
         .arg(&kernel)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

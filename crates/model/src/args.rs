@@ -40,15 +40,8 @@ pub enum Flag {
 
 impl Flag {
     /// Every flag.
-    pub const ALL: [Flag; 7] = [
-        Flag::Cpus,
-        Flag::Memory,
-        Flag::Kernel,
-        Flag::Initrd,
-        Flag::Cmdline,
-        Flag::Firmware,
-        Flag::Device,
-    ];
+    pub const ALL: [Flag; 7] =
+        [Flag::Cpus, Flag::Memory, Flag::Kernel, Flag::Initrd, Flag::Cmdline, Flag::Firmware, Flag::Device];
 
     /// The flag as written, with its leading `--`.
     pub fn as_str(self) -> &'static str {
@@ -151,11 +144,7 @@ impl VmSpec {
             args.push(value);
         };
         match &self.boot {
-            Boot::Linux {
-                kernel,
-                initrd,
-                cmdline,
-            } => {
+            Boot::Linux { kernel, initrd, cmdline } => {
                 push(Flag::Kernel, kernel.to_string_lossy().into_owned());
                 if let Some(initrd) = initrd {
                     push(Flag::Initrd, initrd.to_string_lossy().into_owned());
@@ -185,18 +174,14 @@ impl VmSpec {
         let mut iter = args.iter().map(AsRef::as_ref);
         while let Some(arg) = iter.next() {
             if !arg.starts_with("--") {
-                return Err(ArgsError::UnexpectedArgument {
-                    arg: arg.to_owned(),
-                });
+                return Err(ArgsError::UnexpectedArgument { arg: arg.to_owned() });
             }
             let (name, inline) = match arg.split_once('=') {
                 Some((name, value)) => (name, Some(value)),
                 None => (arg, None),
             };
             let Some(flag) = Flag::ALL.into_iter().find(|f| f.as_str() == name) else {
-                return Err(ArgsError::UnknownFlag {
-                    flag: name.to_owned(),
-                });
+                return Err(ArgsError::UnknownFlag { flag: name.to_owned() });
             };
             let Some(value) = inline.or_else(|| iter.next()) else {
                 return Err(ArgsError::MissingValue { flag });
@@ -212,9 +197,7 @@ impl VmSpec {
                 }
                 Flag::Memory => {
                     once(memory_mib.is_some())?;
-                    memory_mib = Some(
-                        parse_memory_mib(value).map_err(|source| ArgsError::Memory { source })?,
-                    );
+                    memory_mib = Some(parse_memory_mib(value).map_err(|source| ArgsError::Memory { source })?);
                 }
                 Flag::Kernel => {
                     once(kernel.is_some())?;
@@ -235,29 +218,20 @@ impl VmSpec {
                 Flag::Device => {
                     let device = value
                         .parse::<Device>()
-                        .map_err(|source| ArgsError::Device {
-                            value: value.to_owned(),
-                            source,
-                        })?;
+                        .map_err(|source| ArgsError::Device { value: value.to_owned(), source })?;
                     devices.push(device);
                 }
             }
         }
 
         let boot = match (kernel, firmware) {
-            (Some(kernel), None) => Boot::Linux {
-                kernel,
-                initrd,
-                cmdline: cmdline.unwrap_or_default(),
-            },
+            (Some(kernel), None) => Boot::Linux { kernel, initrd, cmdline: cmdline.unwrap_or_default() },
             (None, Some(path)) => {
                 if initrd.is_some() {
                     return Err(ArgsError::LinuxOptionWithFirmware { flag: Flag::Initrd });
                 }
                 if cmdline.is_some() {
-                    return Err(ArgsError::LinuxOptionWithFirmware {
-                        flag: Flag::Cmdline,
-                    });
+                    return Err(ArgsError::LinuxOptionWithFirmware { flag: Flag::Cmdline });
                 }
                 Boot::Firmware { path }
             }
@@ -297,11 +271,7 @@ mod tests {
                 cmdline: "console=ttyS0 root=/dev/vda".to_owned(),
             },
             devices: vec![
-                Device::VirtioBlk {
-                    id: "root".to_owned(),
-                    path: PathBuf::from("/var/x,y.img"),
-                    readonly: true,
-                },
+                Device::VirtioBlk { id: "root".to_owned(), path: PathBuf::from("/var/x,y.img"), readonly: true },
                 Device::Rng,
             ],
         }
@@ -328,17 +298,8 @@ mod tests {
                 "rng",
             ])
         );
-        let fw = VmSpec {
-            boot: Boot::Firmware {
-                path: PathBuf::from("/fw.fd"),
-            },
-            devices: vec![],
-            ..sample()
-        };
-        assert_eq!(
-            fw.to_args(),
-            args(&["--cpus", "2", "--memory", "1024M", "--firmware", "/fw.fd"])
-        );
+        let fw = VmSpec { boot: Boot::Firmware { path: PathBuf::from("/fw.fd") }, devices: vec![], ..sample() };
+        assert_eq!(fw.to_args(), args(&["--cpus", "2", "--memory", "1024M", "--firmware", "/fw.fd"]));
     }
 
     #[test]
@@ -346,11 +307,7 @@ mod tests {
         let s = sample();
         assert_eq!(VmSpec::from_args(&s.to_args()), Ok(s));
         let no_extras = VmSpec {
-            boot: Boot::Linux {
-                kernel: PathBuf::from("--cmdline"),
-                initrd: None,
-                cmdline: String::new(),
-            },
+            boot: Boot::Linux { kernel: PathBuf::from("--cmdline"), initrd: None, cmdline: String::new() },
             ..sample()
         };
         assert_eq!(VmSpec::from_args(&no_extras.to_args()), Ok(no_extras));
@@ -359,28 +316,12 @@ mod tests {
     #[test]
     fn test_from_args_defaults_and_forms() {
         assert_eq!(
-            parse(&[
-                "--kernel=/k",
-                "--device",
-                "rng",
-                "--memory=1G",
-                "--device=balloon"
-            ]),
+            parse(&["--kernel=/k", "--device", "rng", "--memory=1G", "--device=balloon"]),
             Ok(VmSpec {
                 vcpus: DEFAULT_VCPUS,
                 memory_mib: 1024,
-                boot: Boot::Linux {
-                    kernel: PathBuf::from("/k"),
-                    initrd: None,
-                    cmdline: String::new(),
-                },
-                devices: vec![
-                    Device::Rng,
-                    Device::Balloon {
-                        deflate_on_oom: false,
-                        free_page_reporting: false
-                    }
-                ],
+                boot: Boot::Linux { kernel: PathBuf::from("/k"), initrd: None, cmdline: String::new() },
+                devices: vec![Device::Rng, Device::Balloon { deflate_on_oom: false, free_page_reporting: false }],
             })
         );
         let s = parse(&["--firmware", "/fw"]).unwrap();
@@ -389,80 +330,48 @@ mod tests {
         let s = parse(&["--kernel", "/k", "--cmdline", "--init=/sbin/init a=b"]).unwrap();
         assert_eq!(
             s.boot,
-            Boot::Linux {
-                kernel: PathBuf::from("/k"),
-                initrd: None,
-                cmdline: "--init=/sbin/init a=b".to_owned()
-            }
+            Boot::Linux { kernel: PathBuf::from("/k"), initrd: None, cmdline: "--init=/sbin/init a=b".to_owned() }
         );
     }
 
     #[test]
     fn test_from_args_errors() {
-        assert_eq!(
-            parse(&["--kernel", "/k", "extra"]),
-            Err(ArgsError::UnexpectedArgument {
-                arg: "extra".to_owned()
-            })
-        );
+        assert_eq!(parse(&["--kernel", "/k", "extra"]), Err(ArgsError::UnexpectedArgument { arg: "extra".to_owned() }));
         assert_eq!(
             parse(&["--kernel", "/k", "--gpus", "1"]),
-            Err(ArgsError::UnknownFlag {
-                flag: "--gpus".to_owned()
-            })
+            Err(ArgsError::UnknownFlag { flag: "--gpus".to_owned() })
         );
-        assert_eq!(
-            parse(&["--kernel"]),
-            Err(ArgsError::MissingValue { flag: Flag::Kernel })
-        );
+        assert_eq!(parse(&["--kernel"]), Err(ArgsError::MissingValue { flag: Flag::Kernel }));
         assert_eq!(
             parse(&["--kernel", "/k", "--cpus", "1", "--cpus=2"]),
             Err(ArgsError::DuplicateFlag { flag: Flag::Cpus })
         );
-        assert_eq!(
-            parse(&["--kernel", "/a", "--kernel", "/b"]),
-            Err(ArgsError::DuplicateFlag { flag: Flag::Kernel })
-        );
+        assert_eq!(parse(&["--kernel", "/a", "--kernel", "/b"]), Err(ArgsError::DuplicateFlag { flag: Flag::Kernel }));
         assert_eq!(
             parse(&["--kernel", "/k", "--cpus", "0"]),
-            Err(ArgsError::Cpus {
-                source: ParseError::Zero {
-                    value: "0".to_owned()
-                }
-            })
+            Err(ArgsError::Cpus { source: ParseError::Zero { value: "0".to_owned() } })
         );
         assert_eq!(
             parse(&["--kernel", "/k", "--memory", "1500K"]),
-            Err(ArgsError::Memory {
-                source: ParseError::NotMibMultiple {
-                    value: "1500K".to_owned()
-                }
-            })
+            Err(ArgsError::Memory { source: ParseError::NotMibMultiple { value: "1500K".to_owned() } })
         );
         assert_eq!(
             parse(&["--kernel", "/k", "--device", "gpu"]),
             Err(ArgsError::Device {
                 value: "gpu".to_owned(),
-                source: DeviceParseError::UnknownType {
-                    kind: "gpu".to_owned()
-                }
+                source: DeviceParseError::UnknownType { kind: "gpu".to_owned() }
             })
         );
         assert_eq!(parse(&["--cpus", "1"]), Err(ArgsError::MissingBoot));
         assert_eq!(parse(&[]), Err(ArgsError::MissingBoot));
-        assert_eq!(
-            parse(&["--kernel", "/k", "--firmware", "/f"]),
-            Err(ArgsError::ConflictingBoot)
-        );
+        assert_eq!(parse(&["--kernel", "/k", "--firmware", "/f"]), Err(ArgsError::ConflictingBoot));
         assert_eq!(
             parse(&["--firmware", "/f", "--initrd", "/i"]),
             Err(ArgsError::LinuxOptionWithFirmware { flag: Flag::Initrd })
         );
         assert_eq!(
             parse(&["--firmware", "/f", "--cmdline", ""]),
-            Err(ArgsError::LinuxOptionWithFirmware {
-                flag: Flag::Cmdline
-            })
+            Err(ArgsError::LinuxOptionWithFirmware { flag: Flag::Cmdline })
         );
     }
 
@@ -470,9 +379,6 @@ mod tests {
     fn test_error_messages_do_not_repeat_source() {
         let e = parse(&["--kernel", "/k", "--memory", "x"]).unwrap_err();
         assert_eq!(e.to_string(), "invalid --memory");
-        assert_eq!(
-            e.source().unwrap().to_string(),
-            "invalid value \"x\": expected a number"
-        );
+        assert_eq!(e.source().unwrap().to_string(), "invalid value \"x\": expected a number");
     }
 }

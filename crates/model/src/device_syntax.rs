@@ -127,14 +127,7 @@ pub enum DeviceParseError {
 }
 
 /// Every device type the syntax knows, as written.
-pub const DEVICE_KINDS: &[&str] = &[
-    "virtio-blk",
-    "virtio-net",
-    "vsock",
-    "balloon",
-    "rng",
-    "virtio-fs",
-];
+pub const DEVICE_KINDS: &[&str] = &["virtio-blk", "virtio-net", "vsock", "balloon", "rng", "virtio-fs"];
 
 /// Whether a key takes a value or is a boolean flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,25 +166,17 @@ fn tokenize(s: &str) -> Result<(&str, Vec<RawOption>), DeviceParseError> {
         None => (s, None),
     };
     if let Some((kind, value)) = kind.split_once('=') {
-        return Err(DeviceParseError::TypeWithValue {
-            kind: kind.to_owned(),
-            value: value.to_owned(),
-        });
+        return Err(DeviceParseError::TypeWithValue { kind: kind.to_owned(), value: value.to_owned() });
     }
     let mut options = Vec::new();
     while let Some(r) = rest {
         let key_end = r.find([',', '=']).unwrap_or(r.len());
         let (key, after) = r.split_at(key_end);
         if key.is_empty() {
-            return Err(DeviceParseError::EmptyKey {
-                offset: s.len() - r.len(),
-            });
+            return Err(DeviceParseError::EmptyKey { offset: s.len() - r.len() });
         }
         let Some(v) = after.strip_prefix('=') else {
-            options.push(RawOption {
-                key: key.to_owned(),
-                value: None,
-            });
+            options.push(RawOption { key: key.to_owned(), value: None });
             rest = after.strip_prefix(',');
             continue;
         };
@@ -208,10 +193,7 @@ fn tokenize(s: &str) -> Result<(&str, Vec<RawOption>), DeviceParseError> {
             let end = v.find(',').unwrap_or(v.len());
             (v[..end].to_owned(), &v[end..])
         };
-        options.push(RawOption {
-            key: key.to_owned(),
-            value: Some(value),
-        });
+        options.push(RawOption { key: key.to_owned(), value: Some(value) });
         rest = tail.strip_prefix(',');
     }
     Ok((kind, options))
@@ -228,19 +210,14 @@ fn unquote<'a>(key: &str, s: &'a str) -> Result<(String, &'a str), DeviceParseEr
             '\\' => match chars.next() {
                 Some((_, e @ ('"' | '\\'))) => value.push(e),
                 Some((_, escape)) => {
-                    return Err(DeviceParseError::BadEscape {
-                        key: key.to_owned(),
-                        escape,
-                    });
+                    return Err(DeviceParseError::BadEscape { key: key.to_owned(), escape });
                 }
                 None => break,
             },
             c => value.push(c),
         }
     }
-    Err(DeviceParseError::UnterminatedQuote {
-        key: key.to_owned(),
-    })
+    Err(DeviceParseError::UnterminatedQuote { key: key.to_owned() })
 }
 
 /// The options of one device, checked against the keys its type takes.
@@ -270,11 +247,7 @@ impl Options {
                     "true" | "on" => Some("true".to_owned()),
                     "false" | "off" => None,
                     _ => {
-                        return Err(DeviceParseError::BadBool {
-                            device,
-                            key: known,
-                            value: v,
-                        });
+                        return Err(DeviceParseError::BadBool { device, key: known, value: v });
                     }
                 },
             };
@@ -284,17 +257,11 @@ impl Options {
     }
 
     fn optional(&mut self, key: &'static str) -> Option<String> {
-        self.values
-            .iter_mut()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, v)| v.take())
+        self.values.iter_mut().find(|(k, _)| *k == key).and_then(|(_, v)| v.take())
     }
 
     fn required(&mut self, key: &'static str) -> Result<String, DeviceParseError> {
-        self.optional(key).ok_or(DeviceParseError::MissingKey {
-            device: self.device,
-            key,
-        })
+        self.optional(key).ok_or(DeviceParseError::MissingKey { device: self.device, key })
     }
 
     fn flag(&mut self, key: &'static str) -> bool {
@@ -311,11 +278,7 @@ impl Options {
     }
 
     fn bad_number(&self, key: &'static str, value: String) -> DeviceParseError {
-        DeviceParseError::BadNumber {
-            device: self.device,
-            key,
-            value,
-        }
+        DeviceParseError::BadNumber { device: self.device, key, value }
     }
 }
 
@@ -325,9 +288,7 @@ impl FromStr for Device {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (kind, raw) = tokenize(s)?;
         let Some(&device) = DEVICE_KINDS.iter().find(|k| **k == kind) else {
-            return Err(DeviceParseError::UnknownType {
-                kind: kind.to_owned(),
-            });
+            return Err(DeviceParseError::UnknownType { kind: kind.to_owned() });
         };
         let mut o = Options::new(device, raw)?;
         Ok(match device {
@@ -336,23 +297,15 @@ impl FromStr for Device {
                 path: PathBuf::from(o.required("path")?),
                 readonly: o.flag("readonly"),
             },
-            "virtio-net" => Device::VirtioNet {
-                id: o.required("id")?,
-                tap: o.required("tap")?,
-                mac: o.optional("mac"),
-            },
-            "vsock" => Device::Vsock {
-                cid: o.number("cid")?,
-                socket: o.optional("socket").map(PathBuf::from),
-            },
+            "virtio-net" => {
+                Device::VirtioNet { id: o.required("id")?, tap: o.required("tap")?, mac: o.optional("mac") }
+            }
+            "vsock" => Device::Vsock { cid: o.number("cid")?, socket: o.optional("socket").map(PathBuf::from) },
             "balloon" => Device::Balloon {
                 deflate_on_oom: o.flag("deflate-on-oom"),
                 free_page_reporting: o.flag("free-page-reporting"),
             },
-            "virtio-fs" => Device::VirtioFs {
-                tag: o.required("tag")?,
-                path: PathBuf::from(o.required("path")?),
-            },
+            "virtio-fs" => Device::VirtioFs { tag: o.required("tag")?, path: PathBuf::from(o.required("path")?) },
             _ => Device::Rng,
         })
     }
@@ -405,10 +358,7 @@ impl fmt::Display for Device {
                     None => Ok(()),
                 }
             }
-            Device::Balloon {
-                deflate_on_oom,
-                free_page_reporting,
-            } => {
+            Device::Balloon { deflate_on_oom, free_page_reporting } => {
                 write_flag(f, "deflate-on-oom", *deflate_on_oom)?;
                 write_flag(f, "free-page-reporting", *free_page_reporting)
             }
@@ -438,11 +388,7 @@ mod tests {
     fn test_parse_examples() {
         assert_eq!(
             parse("virtio-blk,id=root,path=/var/x.img,readonly"),
-            Ok(Device::VirtioBlk {
-                id: "root".to_owned(),
-                path: PathBuf::from("/var/x.img"),
-                readonly: true
-            })
+            Ok(Device::VirtioBlk { id: "root".to_owned(), path: PathBuf::from("/var/x.img"), readonly: true })
         );
         assert_eq!(
             parse("virtio-net,id=net0,tap=tap0,mac=02:00:00:00:00:01"),
@@ -454,25 +400,16 @@ mod tests {
         );
         assert_eq!(
             parse("vsock,cid=3,socket=/run/v.sock"),
-            Ok(Device::Vsock {
-                cid: 3,
-                socket: Some(PathBuf::from("/run/v.sock"))
-            })
+            Ok(Device::Vsock { cid: 3, socket: Some(PathBuf::from("/run/v.sock")) })
         );
         assert_eq!(
             parse("balloon,deflate-on-oom,free-page-reporting"),
-            Ok(Device::Balloon {
-                deflate_on_oom: true,
-                free_page_reporting: true
-            })
+            Ok(Device::Balloon { deflate_on_oom: true, free_page_reporting: true })
         );
         assert_eq!(parse("rng"), Ok(Device::Rng));
         assert_eq!(
             parse("virtio-fs,tag=share,path=/srv"),
-            Ok(Device::VirtioFs {
-                tag: "share".to_owned(),
-                path: PathBuf::from("/srv")
-            })
+            Ok(Device::VirtioFs { tag: "share".to_owned(), path: PathBuf::from("/srv") })
         );
     }
 
@@ -498,76 +435,41 @@ mod tests {
     #[test]
     fn test_parse_any_key_order_and_explicit_bools() {
         assert_eq!(
-            parse("virtio-blk,readonly=on,path=/x,id=a")
-                .unwrap()
-                .to_string(),
+            parse("virtio-blk,readonly=on,path=/x,id=a").unwrap().to_string(),
             "virtio-blk,id=a,path=/x,readonly"
         );
-        assert_eq!(
-            parse("virtio-blk,readonly=false,path=/x,id=a")
-                .unwrap()
-                .to_string(),
-            "virtio-blk,id=a,path=/x"
-        );
+        assert_eq!(parse("virtio-blk,readonly=false,path=/x,id=a").unwrap().to_string(), "virtio-blk,id=a,path=/x");
         assert_eq!(
             parse("balloon,deflate-on-oom=true,free-page-reporting=off").unwrap(),
-            Device::Balloon {
-                deflate_on_oom: true,
-                free_page_reporting: false
-            }
+            Device::Balloon { deflate_on_oom: true, free_page_reporting: false }
         );
     }
 
     #[test]
     fn test_quoting() {
-        let d = Device::VirtioBlk {
-            id: "a".to_owned(),
-            path: PathBuf::from("/x,y=z \"q\" \\"),
-            readonly: false,
-        };
+        let d = Device::VirtioBlk { id: "a".to_owned(), path: PathBuf::from("/x,y=z \"q\" \\"), readonly: false };
         assert_eq!(d.to_string(), r#"virtio-blk,id=a,path="/x,y=z \"q\" \\""#);
         round_trip(&d);
         // A quote that does not start the value is literal, so needs no quoting.
-        let d = Device::VirtioFs {
-            tag: "it's \"fine\"".to_owned(),
-            path: PathBuf::from("/a\\b"),
-        };
+        let d = Device::VirtioFs { tag: "it's \"fine\"".to_owned(), path: PathBuf::from("/a\\b") };
         assert_eq!(d.to_string(), r#"virtio-fs,tag=it's "fine",path=/a\b"#);
         round_trip(&d);
-        let d = Device::VirtioFs {
-            tag: "\"".to_owned(),
-            path: PathBuf::from(""),
-        };
+        let d = Device::VirtioFs { tag: "\"".to_owned(), path: PathBuf::from("") };
         assert_eq!(d.to_string(), r#"virtio-fs,tag="\"",path="#);
         round_trip(&d);
         assert_eq!(
             parse(r#"virtio-fs,tag="",path="/srv""#),
-            Ok(Device::VirtioFs {
-                tag: String::new(),
-                path: PathBuf::from("/srv")
-            })
+            Ok(Device::VirtioFs { tag: String::new(), path: PathBuf::from("/srv") })
         );
         // Unquoted values may hold '=' on input; the canonical form quotes them.
-        assert_eq!(
-            parse("virtio-fs,tag=a=b,path=/srv").unwrap().to_string(),
-            r#"virtio-fs,tag="a=b",path=/srv"#
-        );
+        assert_eq!(parse("virtio-fs,tag=a=b,path=/srv").unwrap().to_string(), r#"virtio-fs,tag="a=b",path=/srv"#);
     }
 
     #[test]
     fn test_round_trip_awkward_values() {
-        for s in [
-            "", " ", "é☃", "a,b", "=", "\"", "\\", "\\\"", "\n\t", ",\"=\\",
-        ] {
-            round_trip(&Device::VirtioNet {
-                id: s.to_owned(),
-                tap: s.to_owned(),
-                mac: Some(s.to_owned()),
-            });
-            round_trip(&Device::Vsock {
-                cid: 0,
-                socket: Some(PathBuf::from(s)),
-            });
+        for s in ["", " ", "é☃", "a,b", "=", "\"", "\\", "\\\"", "\n\t", ",\"=\\"] {
+            round_trip(&Device::VirtioNet { id: s.to_owned(), tap: s.to_owned(), mac: Some(s.to_owned()) });
+            round_trip(&Device::Vsock { cid: 0, socket: Some(PathBuf::from(s)) });
         }
     }
 
@@ -576,157 +478,39 @@ mod tests {
         use DeviceParseError as E;
         let cases: Vec<(&str, DeviceParseError)> = vec![
             ("", E::Empty),
-            (
-                "virtio-gpu,id=x",
-                E::UnknownType {
-                    kind: "virtio-gpu".to_owned(),
-                },
-            ),
-            (
-                ",rng",
-                E::UnknownType {
-                    kind: String::new(),
-                },
-            ),
-            (
-                "rng=1",
-                E::TypeWithValue {
-                    kind: "rng".to_owned(),
-                    value: "1".to_owned(),
-                },
-            ),
+            ("virtio-gpu,id=x", E::UnknownType { kind: "virtio-gpu".to_owned() }),
+            (",rng", E::UnknownType { kind: String::new() }),
+            ("rng=1", E::TypeWithValue { kind: "rng".to_owned(), value: "1".to_owned() }),
             ("rng,", E::EmptyKey { offset: 4 }),
             ("vsock,cid=3,,socket=/x", E::EmptyKey { offset: 12 }),
             ("vsock,=3", E::EmptyKey { offset: 6 }),
-            (
-                "rng,id=x",
-                E::UnknownKey {
-                    device: "rng",
-                    key: "id".to_owned(),
-                },
-            ),
-            (
-                "virtio-blk,id=a,path=/x,ro",
-                E::UnknownKey {
-                    device: "virtio-blk",
-                    key: "ro".to_owned(),
-                },
-            ),
-            (
-                "virtio-blk,id=a",
-                E::MissingKey {
-                    device: "virtio-blk",
-                    key: "path",
-                },
-            ),
-            (
-                "virtio-net,tap=t",
-                E::MissingKey {
-                    device: "virtio-net",
-                    key: "id",
-                },
-            ),
-            (
-                "vsock",
-                E::MissingKey {
-                    device: "vsock",
-                    key: "cid",
-                },
-            ),
-            (
-                "virtio-fs,path=/x",
-                E::MissingKey {
-                    device: "virtio-fs",
-                    key: "tag",
-                },
-            ),
-            (
-                "virtio-blk,id=a,id=b,path=/x",
-                E::DuplicateKey {
-                    device: "virtio-blk",
-                    key: "id".to_owned(),
-                },
-            ),
+            ("rng,id=x", E::UnknownKey { device: "rng", key: "id".to_owned() }),
+            ("virtio-blk,id=a,path=/x,ro", E::UnknownKey { device: "virtio-blk", key: "ro".to_owned() }),
+            ("virtio-blk,id=a", E::MissingKey { device: "virtio-blk", key: "path" }),
+            ("virtio-net,tap=t", E::MissingKey { device: "virtio-net", key: "id" }),
+            ("vsock", E::MissingKey { device: "vsock", key: "cid" }),
+            ("virtio-fs,path=/x", E::MissingKey { device: "virtio-fs", key: "tag" }),
+            ("virtio-blk,id=a,id=b,path=/x", E::DuplicateKey { device: "virtio-blk", key: "id".to_owned() }),
             (
                 "balloon,deflate-on-oom,deflate-on-oom=false",
-                E::DuplicateKey {
-                    device: "balloon",
-                    key: "deflate-on-oom".to_owned(),
-                },
+                E::DuplicateKey { device: "balloon", key: "deflate-on-oom".to_owned() },
             ),
-            (
-                "virtio-blk,id=a,path",
-                E::MissingValue {
-                    device: "virtio-blk",
-                    key: "path",
-                },
-            ),
+            ("virtio-blk,id=a,path", E::MissingValue { device: "virtio-blk", key: "path" }),
             (
                 "virtio-blk,id=a,path=/x,readonly=yes",
-                E::BadBool {
-                    device: "virtio-blk",
-                    key: "readonly",
-                    value: "yes".to_owned(),
-                },
+                E::BadBool { device: "virtio-blk", key: "readonly", value: "yes".to_owned() },
             ),
             (
                 "virtio-blk,id=a,path=/x,readonly=",
-                E::BadBool {
-                    device: "virtio-blk",
-                    key: "readonly",
-                    value: String::new(),
-                },
+                E::BadBool { device: "virtio-blk", key: "readonly", value: String::new() },
             ),
-            (
-                "vsock,cid=three",
-                E::BadNumber {
-                    device: "vsock",
-                    key: "cid",
-                    value: "three".to_owned(),
-                },
-            ),
-            (
-                "vsock,cid=+3",
-                E::BadNumber {
-                    device: "vsock",
-                    key: "cid",
-                    value: "+3".to_owned(),
-                },
-            ),
-            (
-                "vsock,cid=4294967296",
-                E::BadNumber {
-                    device: "vsock",
-                    key: "cid",
-                    value: "4294967296".to_owned(),
-                },
-            ),
-            (
-                "virtio-fs,tag=\"abc,path=/x",
-                E::UnterminatedQuote {
-                    key: "tag".to_owned(),
-                },
-            ),
-            (
-                "virtio-fs,tag=\"abc\\",
-                E::UnterminatedQuote {
-                    key: "tag".to_owned(),
-                },
-            ),
-            (
-                "virtio-fs,tag=\"a\\nb\",path=/x",
-                E::BadEscape {
-                    key: "tag".to_owned(),
-                    escape: 'n',
-                },
-            ),
-            (
-                "virtio-fs,tag=\"a\"b,path=/x",
-                E::TrailingAfterQuote {
-                    key: "tag".to_owned(),
-                    rest: "b".to_owned(),
-                },
-            ),
+            ("vsock,cid=three", E::BadNumber { device: "vsock", key: "cid", value: "three".to_owned() }),
+            ("vsock,cid=+3", E::BadNumber { device: "vsock", key: "cid", value: "+3".to_owned() }),
+            ("vsock,cid=4294967296", E::BadNumber { device: "vsock", key: "cid", value: "4294967296".to_owned() }),
+            ("virtio-fs,tag=\"abc,path=/x", E::UnterminatedQuote { key: "tag".to_owned() }),
+            ("virtio-fs,tag=\"abc\\", E::UnterminatedQuote { key: "tag".to_owned() }),
+            ("virtio-fs,tag=\"a\\nb\",path=/x", E::BadEscape { key: "tag".to_owned(), escape: 'n' }),
+            ("virtio-fs,tag=\"a\"b,path=/x", E::TrailingAfterQuote { key: "tag".to_owned(), rest: "b".to_owned() }),
         ];
         for (input, want) in cases {
             assert_eq!(parse(input), Err(want), "{input:?}");
@@ -735,10 +519,7 @@ mod tests {
 
     #[test]
     fn test_error_messages() {
-        assert_eq!(
-            parse("virtio-blk,id=a").unwrap_err().to_string(),
-            "virtio-blk needs path="
-        );
+        assert_eq!(parse("virtio-blk,id=a").unwrap_err().to_string(), "virtio-blk needs path=");
         assert_eq!(
             parse("gpu").unwrap_err().to_string(),
             "unknown device type \"gpu\": expected one of virtio-blk, virtio-net, vsock, balloon, rng, virtio-fs"

@@ -114,16 +114,11 @@ fn split_number(s: &str) -> Result<(u64, &str), ParseError> {
         return Err(ParseError::NotANumber { value: value() });
     }
     let (digits, suffix) = s.split_at(end);
-    if suffix
-        .strip_prefix('.')
-        .is_some_and(|frac| frac.starts_with(|c: char| c.is_ascii_digit()))
-    {
+    if suffix.strip_prefix('.').is_some_and(|frac| frac.starts_with(|c: char| c.is_ascii_digit())) {
         return Err(ParseError::Fractional { value: value() });
     }
     // Only digits are left, so the one way to fail is overflow.
-    let n = digits
-        .parse::<u64>()
-        .map_err(|_| ParseError::Overflow { value: value() })?;
+    let n = digits.parse::<u64>().map_err(|_| ParseError::Overflow { value: value() })?;
     Ok((n, suffix))
 }
 
@@ -141,52 +136,31 @@ pub fn parse_memory_mib(s: &str) -> Result<u32, ParseError> {
         "g" | "gib" => 1024 * 1024,
         "t" | "tib" => 1024 * 1024 * 1024,
         _ => {
-            return Err(ParseError::UnknownSuffix {
-                value: s.to_owned(),
-                suffix: suffix.to_owned(),
-            });
+            return Err(ParseError::UnknownSuffix { value: s.to_owned(), suffix: suffix.to_owned() });
         }
     };
     if n == 0 {
-        return Err(ParseError::Zero {
-            value: s.to_owned(),
-        });
+        return Err(ParseError::Zero { value: s.to_owned() });
     }
-    let kib = n
-        .checked_mul(kib_per_unit)
-        .ok_or_else(|| ParseError::Overflow {
-            value: s.to_owned(),
-        })?;
+    let kib = n.checked_mul(kib_per_unit).ok_or_else(|| ParseError::Overflow { value: s.to_owned() })?;
     if kib % 1024 != 0 {
-        return Err(ParseError::NotMibMultiple {
-            value: s.to_owned(),
-        });
+        return Err(ParseError::NotMibMultiple { value: s.to_owned() });
     }
-    u32::try_from(kib / 1024).map_err(|_| ParseError::Overflow {
-        value: s.to_owned(),
-    })
+    u32::try_from(kib / 1024).map_err(|_| ParseError::Overflow { value: s.to_owned() })
 }
 
 /// Parses a vCPU count: a whole number from 1 to [`MAX_VCPUS`].
 pub fn parse_vcpus(s: &str) -> Result<u8, ParseError> {
     let (n, suffix) = split_number(s)?;
     if !suffix.is_empty() {
-        return Err(ParseError::UnknownSuffix {
-            value: s.to_owned(),
-            suffix: suffix.to_owned(),
-        });
+        return Err(ParseError::UnknownSuffix { value: s.to_owned(), suffix: suffix.to_owned() });
     }
     if n == 0 {
-        return Err(ParseError::Zero {
-            value: s.to_owned(),
-        });
+        return Err(ParseError::Zero { value: s.to_owned() });
     }
     match u8::try_from(n) {
         Ok(v) if v <= MAX_VCPUS => Ok(v),
-        _ => Err(ParseError::AboveMax {
-            value: s.to_owned(),
-            max: MAX_VCPUS.into(),
-        }),
+        _ => Err(ParseError::AboveMax { value: s.to_owned(), max: MAX_VCPUS.into() }),
     }
 }
 
@@ -196,25 +170,18 @@ pub fn parse_vcpus(s: &str) -> Result<u8, ParseError> {
 /// timeout" is expressed by leaving the option out, not by `0`.
 pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
     let (n, suffix) = split_number(s)?;
-    let overflow = || ParseError::Overflow {
-        value: s.to_owned(),
-    };
+    let overflow = || ParseError::Overflow { value: s.to_owned() };
     let duration = match suffix {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(overflow)?),
         "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(overflow)?),
         _ => {
-            return Err(ParseError::UnknownSuffix {
-                value: s.to_owned(),
-                suffix: suffix.to_owned(),
-            });
+            return Err(ParseError::UnknownSuffix { value: s.to_owned(), suffix: suffix.to_owned() });
         }
     };
     if duration.is_zero() {
-        return Err(ParseError::Zero {
-            value: s.to_owned(),
-        });
+        return Err(ParseError::Zero { value: s.to_owned() });
     }
     Ok(duration)
 }
@@ -236,31 +203,20 @@ impl FromStr for EnvVar {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.contains('\0') {
-            return Err(ParseError::EnvContainsNul {
-                value: s.to_owned(),
-            });
+            return Err(ParseError::EnvContainsNul { value: s.to_owned() });
         }
         let Some((key, value)) = s.split_once('=') else {
-            return Err(ParseError::EnvMissingEquals {
-                value: s.to_owned(),
-            });
+            return Err(ParseError::EnvMissingEquals { value: s.to_owned() });
         };
         let mut chars = key.chars();
         let Some(first) = chars.next() else {
-            return Err(ParseError::EnvEmptyKey {
-                value: s.to_owned(),
-            });
+            return Err(ParseError::EnvEmptyKey { value: s.to_owned() });
         };
         let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
         if !(first.is_ascii_alphabetic() || first == '_') || !chars.all(word) {
-            return Err(ParseError::EnvBadKey {
-                key: key.to_owned(),
-            });
+            return Err(ParseError::EnvBadKey { key: key.to_owned() });
         }
-        Ok(EnvVar {
-            key: key.to_owned(),
-            value: value.to_owned(),
-        })
+        Ok(EnvVar { key: key.to_owned(), value: value.to_owned() })
     }
 }
 
@@ -285,9 +241,7 @@ impl FromStr for MacAddr {
     type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let malformed = || ParseError::MacMalformed {
-            value: s.to_owned(),
-        };
+        let malformed = || ParseError::MacMalformed { value: s.to_owned() };
         let mut bytes = [0u8; 6];
         let mut parts = s.split(':');
         for byte in &mut bytes {
@@ -344,64 +298,26 @@ mod tests {
     #[test]
     fn test_parse_memory_mib_rejects() {
         assert_eq!(parse_memory_mib(""), Err(ParseError::Empty));
-        assert_eq!(
-            parse_memory_mib("-512M"),
-            Err(ParseError::Negative { value: v("-512M") })
-        );
-        assert_eq!(
-            parse_memory_mib("0"),
-            Err(ParseError::Zero { value: v("0") })
-        );
-        assert_eq!(
-            parse_memory_mib("0G"),
-            Err(ParseError::Zero { value: v("0G") })
-        );
-        assert_eq!(
-            parse_memory_mib("1.5G"),
-            Err(ParseError::Fractional { value: v("1.5G") })
-        );
-        assert_eq!(
-            parse_memory_mib("4096T"),
-            Err(ParseError::Overflow { value: v("4096T") })
-        );
-        assert_eq!(
-            parse_memory_mib("4294967296"),
-            Err(ParseError::Overflow {
-                value: v("4294967296")
-            })
-        );
+        assert_eq!(parse_memory_mib("-512M"), Err(ParseError::Negative { value: v("-512M") }));
+        assert_eq!(parse_memory_mib("0"), Err(ParseError::Zero { value: v("0") }));
+        assert_eq!(parse_memory_mib("0G"), Err(ParseError::Zero { value: v("0G") }));
+        assert_eq!(parse_memory_mib("1.5G"), Err(ParseError::Fractional { value: v("1.5G") }));
+        assert_eq!(parse_memory_mib("4096T"), Err(ParseError::Overflow { value: v("4096T") }));
+        assert_eq!(parse_memory_mib("4294967296"), Err(ParseError::Overflow { value: v("4294967296") }));
         assert_eq!(
             parse_memory_mib("99999999999999999999"),
-            Err(ParseError::Overflow {
-                value: v("99999999999999999999")
-            })
+            Err(ParseError::Overflow { value: v("99999999999999999999") })
         );
         assert_eq!(
             parse_memory_mib("18446744073709551615T"),
-            Err(ParseError::Overflow {
-                value: v("18446744073709551615T")
-            })
+            Err(ParseError::Overflow { value: v("18446744073709551615T") })
         );
-        assert_eq!(
-            parse_memory_mib("1500K"),
-            Err(ParseError::NotMibMultiple { value: v("1500K") })
-        );
+        assert_eq!(parse_memory_mib("1500K"), Err(ParseError::NotMibMultiple { value: v("1500K") }));
         for (s, suffix) in [("512MB", "MB"), ("1x", "x"), ("1 G", " G"), ("1.", ".")] {
-            assert_eq!(
-                parse_memory_mib(s),
-                Err(ParseError::UnknownSuffix {
-                    value: v(s),
-                    suffix: v(suffix)
-                }),
-                "{s}"
-            );
+            assert_eq!(parse_memory_mib(s), Err(ParseError::UnknownSuffix { value: v(s), suffix: v(suffix) }), "{s}");
         }
         for s in ["G", " 1G", "+1G", "abc"] {
-            assert_eq!(
-                parse_memory_mib(s),
-                Err(ParseError::NotANumber { value: v(s) }),
-                "{s}"
-            );
+            assert_eq!(parse_memory_mib(s), Err(ParseError::NotANumber { value: v(s) }), "{s}");
         }
     }
 
@@ -409,37 +325,13 @@ mod tests {
     fn test_parse_vcpus() {
         assert_eq!(parse_vcpus("1"), Ok(1));
         assert_eq!(parse_vcpus("254"), Ok(254));
-        assert_eq!(
-            parse_vcpus("255"),
-            Err(ParseError::AboveMax {
-                value: v("255"),
-                max: 254
-            })
-        );
-        assert_eq!(
-            parse_vcpus("100000"),
-            Err(ParseError::AboveMax {
-                value: v("100000"),
-                max: 254
-            })
-        );
+        assert_eq!(parse_vcpus("255"), Err(ParseError::AboveMax { value: v("255"), max: 254 }));
+        assert_eq!(parse_vcpus("100000"), Err(ParseError::AboveMax { value: v("100000"), max: 254 }));
         assert_eq!(parse_vcpus("0"), Err(ParseError::Zero { value: v("0") }));
         assert_eq!(parse_vcpus(""), Err(ParseError::Empty));
-        assert_eq!(
-            parse_vcpus("-1"),
-            Err(ParseError::Negative { value: v("-1") })
-        );
-        assert_eq!(
-            parse_vcpus("2x"),
-            Err(ParseError::UnknownSuffix {
-                value: v("2x"),
-                suffix: v("x")
-            })
-        );
-        assert_eq!(
-            parse_vcpus("two"),
-            Err(ParseError::NotANumber { value: v("two") })
-        );
+        assert_eq!(parse_vcpus("-1"), Err(ParseError::Negative { value: v("-1") }));
+        assert_eq!(parse_vcpus("2x"), Err(ParseError::UnknownSuffix { value: v("2x"), suffix: v("x") }));
+        assert_eq!(parse_vcpus("two"), Err(ParseError::NotANumber { value: v("two") }));
     }
 
     #[test]
@@ -450,38 +342,15 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("0"), Err(ParseError::Zero { value: v("0") }));
-        assert_eq!(
-            parse_duration("0ms"),
-            Err(ParseError::Zero { value: v("0ms") })
-        );
-        assert_eq!(
-            parse_duration("1H"),
-            Err(ParseError::UnknownSuffix {
-                value: v("1H"),
-                suffix: v("H")
-            })
-        );
-        assert_eq!(
-            parse_duration("1d"),
-            Err(ParseError::UnknownSuffix {
-                value: v("1d"),
-                suffix: v("d")
-            })
-        );
+        assert_eq!(parse_duration("0ms"), Err(ParseError::Zero { value: v("0ms") }));
+        assert_eq!(parse_duration("1H"), Err(ParseError::UnknownSuffix { value: v("1H"), suffix: v("H") }));
+        assert_eq!(parse_duration("1d"), Err(ParseError::UnknownSuffix { value: v("1d"), suffix: v("d") }));
         assert_eq!(
             parse_duration("18446744073709551615h"),
-            Err(ParseError::Overflow {
-                value: v("18446744073709551615h")
-            })
+            Err(ParseError::Overflow { value: v("18446744073709551615h") })
         );
-        assert_eq!(
-            parse_duration("1.5s"),
-            Err(ParseError::Fractional { value: v("1.5s") })
-        );
-        assert_eq!(
-            parse_duration("-1s"),
-            Err(ParseError::Negative { value: v("-1s") })
-        );
+        assert_eq!(parse_duration("1.5s"), Err(ParseError::Fractional { value: v("1.5s") }));
+        assert_eq!(parse_duration("-1s"), Err(ParseError::Negative { value: v("-1s") }));
         assert_eq!(parse_duration(""), Err(ParseError::Empty));
     }
 
@@ -495,25 +364,12 @@ mod tests {
         let e: EnvVar = "EMPTY=".parse().unwrap();
         assert_eq!(e.value, "");
         assert_eq!(e.to_string(), "EMPTY=");
-        assert_eq!(
-            "NOEQ".parse::<EnvVar>(),
-            Err(ParseError::EnvMissingEquals { value: v("NOEQ") })
-        );
-        assert_eq!(
-            "=x".parse::<EnvVar>(),
-            Err(ParseError::EnvEmptyKey { value: v("=x") })
-        );
+        assert_eq!("NOEQ".parse::<EnvVar>(), Err(ParseError::EnvMissingEquals { value: v("NOEQ") }));
+        assert_eq!("=x".parse::<EnvVar>(), Err(ParseError::EnvEmptyKey { value: v("=x") }));
         for key in ["1A", "A-B", "É", "A B"] {
-            assert_eq!(
-                format!("{key}=1").parse::<EnvVar>(),
-                Err(ParseError::EnvBadKey { key: v(key) }),
-                "{key}"
-            );
+            assert_eq!(format!("{key}=1").parse::<EnvVar>(), Err(ParseError::EnvBadKey { key: v(key) }), "{key}");
         }
-        assert_eq!(
-            "A=b\0c".parse::<EnvVar>(),
-            Err(ParseError::EnvContainsNul { value: v("A=b\0c") })
-        );
+        assert_eq!("A=b\0c".parse::<EnvVar>(), Err(ParseError::EnvContainsNul { value: v("A=b\0c") }));
     }
 
     #[test]
@@ -530,22 +386,9 @@ mod tests {
         assert_eq!(m, MacAddr([2, 0, 0, 0, 0xab, 0xcd]));
         assert_eq!(m.to_string(), "02:00:00:00:ab:cd");
         assert!(!m.is_multicast());
-        assert!(
-            "01:00:00:00:00:00"
-                .parse::<MacAddr>()
-                .unwrap()
-                .is_multicast()
-        );
-        for bad in [
-            "",
-            "02:00:00:00:00",
-            "02:00:00:00:00:00:00",
-            "+2:00:00:00:00:00",
-        ] {
-            assert_eq!(
-                bad.parse::<MacAddr>(),
-                Err(ParseError::MacMalformed { value: v(bad) })
-            );
+        assert!("01:00:00:00:00:00".parse::<MacAddr>().unwrap().is_multicast());
+        for bad in ["", "02:00:00:00:00", "02:00:00:00:00:00:00", "+2:00:00:00:00:00"] {
+            assert_eq!(bad.parse::<MacAddr>(), Err(ParseError::MacMalformed { value: v(bad) }));
         }
     }
 
@@ -555,9 +398,6 @@ mod tests {
             parse_memory_mib("1500K").unwrap_err().to_string(),
             "invalid memory size \"1500K\": not a whole number of MiB"
         );
-        assert_eq!(
-            parse_vcpus("300").unwrap_err().to_string(),
-            "invalid value \"300\": must be at most 254"
-        );
+        assert_eq!(parse_vcpus("300").unwrap_err().to_string(), "invalid value \"300\": must be at most 254");
     }
 }

@@ -46,12 +46,7 @@ pub enum Boot {
 /// Deserialized through a private mirror enum, so that unknown fields are refused on `rng` too
 /// (serde ignores them on a unit variant of an internally tagged enum).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(
-    tag = "type",
-    rename_all = "kebab-case",
-    deny_unknown_fields,
-    from = "DeviceRepr"
-)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields, from = "DeviceRepr")]
 pub enum Device {
     /// A virtio block device.
     VirtioBlk {
@@ -139,18 +134,12 @@ enum DeviceRepr {
 impl From<DeviceRepr> for Device {
     fn from(repr: DeviceRepr) -> Device {
         match repr {
-            DeviceRepr::VirtioBlk { id, path, readonly } => {
-                Device::VirtioBlk { id, path, readonly }
-            }
+            DeviceRepr::VirtioBlk { id, path, readonly } => Device::VirtioBlk { id, path, readonly },
             DeviceRepr::VirtioNet { id, tap, mac } => Device::VirtioNet { id, tap, mac },
             DeviceRepr::Vsock { cid, socket } => Device::Vsock { cid, socket },
-            DeviceRepr::Balloon {
-                deflate_on_oom,
-                free_page_reporting,
-            } => Device::Balloon {
-                deflate_on_oom,
-                free_page_reporting,
-            },
+            DeviceRepr::Balloon { deflate_on_oom, free_page_reporting } => {
+                Device::Balloon { deflate_on_oom, free_page_reporting }
+            }
             DeviceRepr::Rng {} => Device::Rng,
             DeviceRepr::VirtioFs { tag, path } => Device::VirtioFs { tag, path },
         }
@@ -184,10 +173,7 @@ impl Device {
     pub fn id(&self) -> Option<&str> {
         match self {
             Device::VirtioBlk { id, .. } | Device::VirtioNet { id, .. } => Some(id),
-            Device::Vsock { .. }
-            | Device::Balloon { .. }
-            | Device::Rng
-            | Device::VirtioFs { .. } => None,
+            Device::Vsock { .. } | Device::Balloon { .. } | Device::Rng | Device::VirtioFs { .. } => None,
         }
     }
 }

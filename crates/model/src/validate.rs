@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::defaults::{
-    MAX_CMDLINE_LEN, MAX_DEVICE_ID_LEN, MAX_FS_TAG_LEN, MAX_MEMORY_MIB, MAX_TAP_NAME_LEN,
-    MAX_VCPUS, MIN_MEMORY_MIB, MIN_VSOCK_CID, VSOCK_CID_ANY,
+    MAX_CMDLINE_LEN, MAX_DEVICE_ID_LEN, MAX_FS_TAG_LEN, MAX_MEMORY_MIB, MAX_TAP_NAME_LEN, MAX_VCPUS, MIN_MEMORY_MIB,
+    MIN_VSOCK_CID, VSOCK_CID_ANY,
 };
 use crate::parse::MacAddr;
 use crate::spec::{Boot, Device, VmSpec};
@@ -245,13 +245,9 @@ impl VmSpec {
             errors.push(SpecError::VcpusTooMany { vcpus: self.vcpus });
         }
         if self.memory_mib < MIN_MEMORY_MIB {
-            errors.push(SpecError::MemoryTooSmall {
-                memory_mib: self.memory_mib,
-            });
+            errors.push(SpecError::MemoryTooSmall { memory_mib: self.memory_mib });
         } else if self.memory_mib > MAX_MEMORY_MIB {
-            errors.push(SpecError::MemoryTooLarge {
-                memory_mib: self.memory_mib,
-            });
+            errors.push(SpecError::MemoryTooLarge { memory_mib: self.memory_mib });
         }
         errors.extend(self.boot.validate().err());
         for (index, device) in self.devices.iter().enumerate() {
@@ -266,11 +262,7 @@ impl Boot {
     /// Checks the boot paths and the kernel command line.
     pub fn validate(&self) -> Result<(), SpecError> {
         match self {
-            Boot::Linux {
-                kernel,
-                initrd,
-                cmdline,
-            } => {
+            Boot::Linux { kernel, initrd, cmdline } => {
                 check_path("boot.kernel", kernel)?;
                 if let Some(initrd) = initrd {
                     check_path("boot.initrd", initrd)?;
@@ -323,21 +315,13 @@ impl Device {
 fn check_path(field: &str, path: &Path) -> Result<(), SpecError> {
     let os = path.as_os_str();
     if os.is_empty() {
-        return Err(SpecError::EmptyPath {
-            field: field.to_owned(),
-        });
+        return Err(SpecError::EmptyPath { field: field.to_owned() });
     }
     if os.as_encoded_bytes().contains(&0) {
-        return Err(SpecError::PathContainsNul {
-            field: field.to_owned(),
-            path: path.to_owned(),
-        });
+        return Err(SpecError::PathContainsNul { field: field.to_owned(), path: path.to_owned() });
     }
     if os.to_str().is_none() {
-        return Err(SpecError::PathNotUtf8 {
-            field: field.to_owned(),
-            path: path.to_owned(),
-        });
+        return Err(SpecError::PathNotUtf8 { field: field.to_owned(), path: path.to_owned() });
     }
     Ok(())
 }
@@ -346,10 +330,7 @@ fn check_cmdline(cmdline: &str) -> Result<(), SpecError> {
     if cmdline.len() > MAX_CMDLINE_LEN {
         return Err(SpecError::CmdlineTooLong { len: cmdline.len() });
     }
-    match cmdline
-        .char_indices()
-        .find(|(_, c)| matches!(c, '\0' | '\n' | '\r'))
-    {
+    match cmdline.char_indices().find(|(_, c)| matches!(c, '\0' | '\n' | '\r')) {
         Some((offset, ch)) => Err(SpecError::CmdlineForbiddenChar { ch, offset }),
         None => Ok(()),
     }
@@ -360,20 +341,10 @@ fn check_id(index: usize, id: &str) -> Result<(), SpecError> {
         return Err(SpecError::EmptyDeviceId { index });
     }
     if id.len() > MAX_DEVICE_ID_LEN {
-        return Err(SpecError::DeviceIdTooLong {
-            index,
-            id: id.to_owned(),
-        });
+        return Err(SpecError::DeviceIdTooLong { index, id: id.to_owned() });
     }
-    match id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-    {
-        Some(ch) => Err(SpecError::DeviceIdBadChar {
-            index,
-            id: id.to_owned(),
-            ch,
-        }),
+    match id.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+        Some(ch) => Err(SpecError::DeviceIdBadChar { index, id: id.to_owned(), ch }),
         None => Ok(()),
     }
 }
@@ -383,41 +354,22 @@ fn check_tap(index: usize, tap: &str) -> Result<(), SpecError> {
         return Err(SpecError::EmptyTapName { index });
     }
     if tap.len() > MAX_TAP_NAME_LEN {
-        return Err(SpecError::TapNameTooLong {
-            index,
-            tap: tap.to_owned(),
-        });
+        return Err(SpecError::TapNameTooLong { index, tap: tap.to_owned() });
     }
     // The same characters the kernel's dev_valid_name() refuses.
-    if let Some(ch) = tap
-        .chars()
-        .find(|c| matches!(c, '/' | ':' | '\0') || c.is_whitespace())
-    {
-        return Err(SpecError::TapNameBadChar {
-            index,
-            tap: tap.to_owned(),
-            ch,
-        });
+    if let Some(ch) = tap.chars().find(|c| matches!(c, '/' | ':' | '\0') || c.is_whitespace()) {
+        return Err(SpecError::TapNameBadChar { index, tap: tap.to_owned(), ch });
     }
     if tap == "." || tap == ".." {
-        return Err(SpecError::TapNameReserved {
-            index,
-            tap: tap.to_owned(),
-        });
+        return Err(SpecError::TapNameReserved { index, tap: tap.to_owned() });
     }
     Ok(())
 }
 
 fn check_mac(index: usize, mac: &str) -> Result<(), SpecError> {
-    let parsed: MacAddr = mac.parse().map_err(|_| SpecError::MacMalformed {
-        index,
-        mac: mac.to_owned(),
-    })?;
+    let parsed: MacAddr = mac.parse().map_err(|_| SpecError::MacMalformed { index, mac: mac.to_owned() })?;
     if parsed.is_multicast() {
-        return Err(SpecError::MacMulticast {
-            index,
-            mac: mac.to_owned(),
-        });
+        return Err(SpecError::MacMulticast { index, mac: mac.to_owned() });
     }
     Ok(())
 }
@@ -427,16 +379,10 @@ fn check_tag(index: usize, tag: &str) -> Result<(), SpecError> {
         return Err(SpecError::EmptyFsTag { index });
     }
     if tag.len() > MAX_FS_TAG_LEN {
-        return Err(SpecError::FsTagTooLong {
-            index,
-            tag: tag.to_owned(),
-        });
+        return Err(SpecError::FsTagTooLong { index, tag: tag.to_owned() });
     }
     if tag.contains('\0') {
-        return Err(SpecError::FsTagContainsNul {
-            index,
-            tag: tag.to_owned(),
-        });
+        return Err(SpecError::FsTagContainsNul { index, tag: tag.to_owned() });
     }
     Ok(())
 }
@@ -450,39 +396,27 @@ fn cross_device_errors(devices: &[Device], errors: &mut Vec<SpecError>) {
     for (index, device) in devices.iter().enumerate() {
         if let Some(id) = device.id() {
             match ids.iter().find(|(seen, _)| *seen == id) {
-                Some(&(_, first)) => errors.push(SpecError::DuplicateDeviceId {
-                    id: id.to_owned(),
-                    first,
-                    second: index,
-                }),
+                Some(&(_, first)) => {
+                    errors.push(SpecError::DuplicateDeviceId { id: id.to_owned(), first, second: index })
+                }
                 None => ids.push((id, index)),
             }
         }
         match device {
             Device::VirtioNet { tap, .. } => match taps.iter().find(|(seen, _)| seen == tap) {
-                Some(&(_, first)) => errors.push(SpecError::DuplicateTapName {
-                    tap: tap.clone(),
-                    first,
-                    second: index,
-                }),
+                Some(&(_, first)) => {
+                    errors.push(SpecError::DuplicateTapName { tap: tap.clone(), first, second: index })
+                }
                 None => taps.push((tap, index)),
             },
             Device::VirtioFs { tag, .. } => match tags.iter().find(|(seen, _)| seen == tag) {
-                Some(&(_, first)) => errors.push(SpecError::DuplicateFsTag {
-                    tag: tag.clone(),
-                    first,
-                    second: index,
-                }),
+                Some(&(_, first)) => errors.push(SpecError::DuplicateFsTag { tag: tag.clone(), first, second: index }),
                 None => tags.push((tag, index)),
             },
             Device::Vsock { .. } | Device::Balloon { .. } | Device::Rng => {
                 let kind = device.kind();
                 match singletons.iter().find(|(seen, _)| *seen == kind) {
-                    Some(&(_, first)) => errors.push(SpecError::DuplicateSingleton {
-                        kind,
-                        first,
-                        second: index,
-                    }),
+                    Some(&(_, first)) => errors.push(SpecError::DuplicateSingleton { kind, first, second: index }),
                     None => singletons.push((kind, index)),
                 }
             }
@@ -504,35 +438,19 @@ mod tests {
     }
 
     fn spec(devices: Vec<Device>) -> VmSpec {
-        VmSpec {
-            vcpus: 2,
-            memory_mib: 512,
-            boot: linux(),
-            devices,
-        }
+        VmSpec { vcpus: 2, memory_mib: 512, boot: linux(), devices }
     }
 
     fn blk(id: &str) -> Device {
-        Device::VirtioBlk {
-            id: id.to_owned(),
-            path: PathBuf::from("/var/root.img"),
-            readonly: false,
-        }
+        Device::VirtioBlk { id: id.to_owned(), path: PathBuf::from("/var/root.img"), readonly: false }
     }
 
     fn net(id: &str, tap: &str, mac: Option<&str>) -> Device {
-        Device::VirtioNet {
-            id: id.to_owned(),
-            tap: tap.to_owned(),
-            mac: mac.map(str::to_owned),
-        }
+        Device::VirtioNet { id: id.to_owned(), tap: tap.to_owned(), mac: mac.map(str::to_owned) }
     }
 
     fn fs(tag: &str) -> Device {
-        Device::VirtioFs {
-            tag: tag.to_owned(),
-            path: PathBuf::from("/srv"),
-        }
+        Device::VirtioFs { tag: tag.to_owned(), path: PathBuf::from("/srv") }
     }
 
     fn vsock(cid: u32) -> Device {
@@ -540,10 +458,7 @@ mod tests {
     }
 
     fn balloon() -> Device {
-        Device::Balloon {
-            deflate_on_oom: true,
-            free_page_reporting: false,
-        }
+        Device::Balloon { deflate_on_oom: true, free_page_reporting: false }
     }
 
     fn err(s: &VmSpec) -> SpecError {
@@ -559,11 +474,7 @@ mod tests {
             balloon(),
             Device::Rng,
             fs("share"),
-            Device::VirtioBlk {
-                id: "A-z_9".to_owned(),
-                path: PathBuf::from("/x"),
-                readonly: true,
-            },
+            Device::VirtioBlk { id: "A-z_9".to_owned(), path: PathBuf::from("/x"), readonly: true },
         ]);
         assert_eq!(s.validate(), Ok(()));
         assert!(s.errors().is_empty());
@@ -579,10 +490,7 @@ mod tests {
         assert_eq!(s.validate(), Ok(()));
         s.vcpus = MAX_VCPUS + 1;
         assert_eq!(err(&s), SpecError::VcpusTooMany { vcpus: 255 });
-        assert_eq!(
-            err(&s).to_string(),
-            "invalid vcpus 255: must be at most 254"
-        );
+        assert_eq!(err(&s).to_string(), "invalid vcpus 255: must be at most 254");
         s.vcpus = 1;
         assert_eq!(s.validate(), Ok(()));
     }
@@ -597,60 +505,25 @@ mod tests {
         s.memory_mib = MAX_MEMORY_MIB;
         assert_eq!(s.validate(), Ok(()));
         s.memory_mib = MAX_MEMORY_MIB + 1;
-        assert_eq!(
-            err(&s),
-            SpecError::MemoryTooLarge {
-                memory_mib: 1_048_577
-            }
-        );
-        assert_eq!(
-            err(&s).to_string(),
-            "invalid memory_mib 1048577: must be at most 1048576"
-        );
+        assert_eq!(err(&s), SpecError::MemoryTooLarge { memory_mib: 1_048_577 });
+        assert_eq!(err(&s).to_string(), "invalid memory_mib 1048577: must be at most 1048576");
     }
 
     #[test]
     fn test_validate_boot_paths() {
         let mut s = spec(vec![]);
-        s.boot = Boot::Linux {
-            kernel: PathBuf::new(),
-            initrd: None,
-            cmdline: String::new(),
-        };
+        s.boot = Boot::Linux { kernel: PathBuf::new(), initrd: None, cmdline: String::new() };
+        assert_eq!(err(&s), SpecError::EmptyPath { field: "boot.kernel".to_owned() });
+        assert_eq!(err(&s).to_string(), "invalid boot.kernel \"\": must not be empty");
+        s.boot =
+            Boot::Linux { kernel: PathBuf::from("/k"), initrd: Some(PathBuf::from("/i\0x")), cmdline: String::new() };
         assert_eq!(
             err(&s),
-            SpecError::EmptyPath {
-                field: "boot.kernel".to_owned()
-            }
+            SpecError::PathContainsNul { field: "boot.initrd".to_owned(), path: PathBuf::from("/i\0x") }
         );
-        assert_eq!(
-            err(&s).to_string(),
-            "invalid boot.kernel \"\": must not be empty"
-        );
-        s.boot = Boot::Linux {
-            kernel: PathBuf::from("/k"),
-            initrd: Some(PathBuf::from("/i\0x")),
-            cmdline: String::new(),
-        };
-        assert_eq!(
-            err(&s),
-            SpecError::PathContainsNul {
-                field: "boot.initrd".to_owned(),
-                path: PathBuf::from("/i\0x"),
-            }
-        );
-        s.boot = Boot::Firmware {
-            path: PathBuf::new(),
-        };
-        assert_eq!(
-            err(&s),
-            SpecError::EmptyPath {
-                field: "boot.path".to_owned()
-            }
-        );
-        s.boot = Boot::Firmware {
-            path: PathBuf::from("/fw.bin"),
-        };
+        s.boot = Boot::Firmware { path: PathBuf::new() };
+        assert_eq!(err(&s), SpecError::EmptyPath { field: "boot.path".to_owned() });
+        s.boot = Boot::Firmware { path: PathBuf::from("/fw.bin") };
         assert_eq!(s.validate(), Ok(()));
     }
 
@@ -660,103 +533,43 @@ mod tests {
         use std::ffi::OsStr;
         use std::os::unix::ffi::OsStrExt;
         let bad = PathBuf::from(OsStr::from_bytes(b"/disk\xff.img"));
-        let s = spec(vec![Device::VirtioBlk {
-            id: "root".to_owned(),
-            path: bad.clone(),
-            readonly: false,
-        }]);
-        assert_eq!(
-            err(&s),
-            SpecError::PathNotUtf8 {
-                field: "devices[0].path".to_owned(),
-                path: bad,
-            }
-        );
+        let s = spec(vec![Device::VirtioBlk { id: "root".to_owned(), path: bad.clone(), readonly: false }]);
+        assert_eq!(err(&s), SpecError::PathNotUtf8 { field: "devices[0].path".to_owned(), path: bad });
     }
 
     #[test]
     fn test_validate_cmdline() {
         let with = |cmdline: String| VmSpec {
-            boot: Boot::Linux {
-                kernel: PathBuf::from("/k"),
-                initrd: None,
-                cmdline,
-            },
+            boot: Boot::Linux { kernel: PathBuf::from("/k"), initrd: None, cmdline },
             ..spec(vec![])
         };
         assert_eq!(with("a".repeat(MAX_CMDLINE_LEN)).validate(), Ok(()));
-        assert_eq!(
-            err(&with("a".repeat(MAX_CMDLINE_LEN + 1))),
-            SpecError::CmdlineTooLong { len: 2049 }
-        );
+        assert_eq!(err(&with("a".repeat(MAX_CMDLINE_LEN + 1))), SpecError::CmdlineTooLong { len: 2049 });
         assert_eq!(
             err(&with("console=ttyS0\nquiet".to_owned())),
-            SpecError::CmdlineForbiddenChar {
-                ch: '\n',
-                offset: 13
-            }
+            SpecError::CmdlineForbiddenChar { ch: '\n', offset: 13 }
         );
-        assert_eq!(
-            err(&with("a\0".to_owned())),
-            SpecError::CmdlineForbiddenChar {
-                ch: '\0',
-                offset: 1
-            }
-        );
+        assert_eq!(err(&with("a\0".to_owned())), SpecError::CmdlineForbiddenChar { ch: '\0', offset: 1 });
         assert_eq!(with("é=\"x, y\"\t".to_owned()).validate(), Ok(()));
     }
 
     #[test]
     fn test_validate_device_ids() {
-        assert_eq!(
-            err(&spec(vec![blk("")])),
-            SpecError::EmptyDeviceId { index: 0 }
-        );
+        assert_eq!(err(&spec(vec![blk("")])), SpecError::EmptyDeviceId { index: 0 });
         let long = "a".repeat(MAX_DEVICE_ID_LEN + 1);
         assert_eq!(
             err(&spec(vec![Device::Rng, blk(&long)])),
-            SpecError::DeviceIdTooLong {
-                index: 1,
-                id: long.clone()
-            }
+            SpecError::DeviceIdTooLong { index: 1, id: long.clone() }
         );
-        assert_eq!(
-            spec(vec![blk(&"a".repeat(MAX_DEVICE_ID_LEN))]).validate(),
-            Ok(())
-        );
+        assert_eq!(spec(vec![blk(&"a".repeat(MAX_DEVICE_ID_LEN))]).validate(), Ok(()));
         assert_eq!(
             err(&spec(vec![net("net.0", "tap0", None)])),
-            SpecError::DeviceIdBadChar {
-                index: 0,
-                id: "net.0".to_owned(),
-                ch: '.'
-            }
+            SpecError::DeviceIdBadChar { index: 0, id: "net.0".to_owned(), ch: '.' }
         );
-        assert_eq!(
-            err(&spec(vec![blk("é")])),
-            SpecError::DeviceIdBadChar {
-                index: 0,
-                id: "é".to_owned(),
-                ch: 'é'
-            }
-        );
-        let e = err(&spec(vec![
-            blk("x"),
-            net("y", "tap0", None),
-            net("x", "tap1", None),
-        ]));
-        assert_eq!(
-            e,
-            SpecError::DuplicateDeviceId {
-                id: "x".to_owned(),
-                first: 0,
-                second: 2
-            }
-        );
-        assert_eq!(
-            e.to_string(),
-            "invalid devices[2].id \"x\": already used by devices[0]"
-        );
+        assert_eq!(err(&spec(vec![blk("é")])), SpecError::DeviceIdBadChar { index: 0, id: "é".to_owned(), ch: 'é' });
+        let e = err(&spec(vec![blk("x"), net("y", "tap0", None), net("x", "tap1", None)]));
+        assert_eq!(e, SpecError::DuplicateDeviceId { id: "x".to_owned(), first: 0, second: 2 });
+        assert_eq!(e.to_string(), "invalid devices[2].id \"x\": already used by devices[0]");
     }
 
     #[test]
@@ -775,133 +588,61 @@ mod tests {
             "02:00:00:00:00:01:",
             "+2:00:00:00:00:01",
         ] {
-            assert_eq!(
-                err(&with(bad)),
-                SpecError::MacMalformed {
-                    index: 0,
-                    mac: bad.to_owned()
-                },
-                "{bad:?}"
-            );
+            assert_eq!(err(&with(bad)), SpecError::MacMalformed { index: 0, mac: bad.to_owned() }, "{bad:?}");
         }
         assert_eq!(
             err(&with("01:00:5e:00:00:01")),
-            SpecError::MacMulticast {
-                index: 0,
-                mac: "01:00:5e:00:00:01".to_owned()
-            }
+            SpecError::MacMulticast { index: 0, mac: "01:00:5e:00:00:01".to_owned() }
         );
         assert_eq!(
             err(&with("ff:ff:ff:ff:ff:ff")),
-            SpecError::MacMulticast {
-                index: 0,
-                mac: "ff:ff:ff:ff:ff:ff".to_owned()
-            }
+            SpecError::MacMulticast { index: 0, mac: "ff:ff:ff:ff:ff:ff".to_owned() }
         );
     }
 
     #[test]
     fn test_validate_vsock() {
-        assert_eq!(
-            err(&spec(vec![vsock(2)])),
-            SpecError::VsockCidTooSmall { index: 0, cid: 2 }
-        );
+        assert_eq!(err(&spec(vec![vsock(2)])), SpecError::VsockCidTooSmall { index: 0, cid: 2 });
         assert_eq!(spec(vec![vsock(MIN_VSOCK_CID)]).validate(), Ok(()));
         assert_eq!(spec(vec![vsock(u32::MAX - 1)]).validate(), Ok(()));
+        assert_eq!(err(&spec(vec![vsock(u32::MAX)])), SpecError::VsockCidAny { index: 0, cid: u32::MAX });
         assert_eq!(
-            err(&spec(vec![vsock(u32::MAX)])),
-            SpecError::VsockCidAny {
-                index: 0,
-                cid: u32::MAX
-            }
-        );
-        assert_eq!(
-            err(&spec(vec![Device::Vsock {
-                cid: 3,
-                socket: Some(PathBuf::new())
-            }])),
-            SpecError::EmptyPath {
-                field: "devices[0].socket".to_owned()
-            }
+            err(&spec(vec![Device::Vsock { cid: 3, socket: Some(PathBuf::new()) }])),
+            SpecError::EmptyPath { field: "devices[0].socket".to_owned() }
         );
     }
 
     #[test]
     fn test_validate_singletons() {
-        for (d, kind) in [
-            (vsock(3), "vsock"),
-            (balloon(), "balloon"),
-            (Device::Rng, "rng"),
-        ] {
+        for (d, kind) in [(vsock(3), "vsock"), (balloon(), "balloon"), (Device::Rng, "rng")] {
             let s = spec(vec![d.clone(), blk("a"), d.clone()]);
-            assert_eq!(
-                err(&s),
-                SpecError::DuplicateSingleton {
-                    kind,
-                    first: 0,
-                    second: 2
-                }
-            );
+            assert_eq!(err(&s), SpecError::DuplicateSingleton { kind, first: 0, second: 2 });
         }
         // One of each is fine.
-        assert_eq!(
-            spec(vec![vsock(4), balloon(), Device::Rng]).validate(),
-            Ok(())
-        );
+        assert_eq!(spec(vec![vsock(4), balloon(), Device::Rng]).validate(), Ok(()));
     }
 
     #[test]
     fn test_validate_tap() {
-        assert_eq!(
-            err(&spec(vec![net("n", "", None)])),
-            SpecError::EmptyTapName { index: 0 }
-        );
+        assert_eq!(err(&spec(vec![net("n", "", None)])), SpecError::EmptyTapName { index: 0 });
         let long = "t".repeat(MAX_TAP_NAME_LEN + 1);
-        assert_eq!(
-            err(&spec(vec![net("n", &long, None)])),
-            SpecError::TapNameTooLong {
-                index: 0,
-                tap: long.clone()
-            }
-        );
-        assert_eq!(
-            spec(vec![net("n", &"t".repeat(MAX_TAP_NAME_LEN), None)]).validate(),
-            Ok(())
-        );
+        assert_eq!(err(&spec(vec![net("n", &long, None)])), SpecError::TapNameTooLong { index: 0, tap: long.clone() });
+        assert_eq!(spec(vec![net("n", &"t".repeat(MAX_TAP_NAME_LEN), None)]).validate(), Ok(()));
         // 8 two-byte characters: 16 bytes, 8 chars.
-        assert!(matches!(
-            err(&spec(vec![net("n", &"é".repeat(8), None)])),
-            SpecError::TapNameTooLong { .. }
-        ));
-        for (tap, ch) in [
-            ("tap/0", '/'),
-            ("tap:0", ':'),
-            ("tap 0", ' '),
-            ("t\0", '\0'),
-        ] {
+        assert!(matches!(err(&spec(vec![net("n", &"é".repeat(8), None)])), SpecError::TapNameTooLong { .. }));
+        for (tap, ch) in [("tap/0", '/'), ("tap:0", ':'), ("tap 0", ' '), ("t\0", '\0')] {
             assert_eq!(
                 err(&spec(vec![net("n", tap, None)])),
-                SpecError::TapNameBadChar {
-                    index: 0,
-                    tap: tap.to_owned(),
-                    ch
-                }
+                SpecError::TapNameBadChar { index: 0, tap: tap.to_owned(), ch }
             );
         }
         assert_eq!(
             err(&spec(vec![net("n", "..", None)])),
-            SpecError::TapNameReserved {
-                index: 0,
-                tap: "..".to_owned()
-            }
+            SpecError::TapNameReserved { index: 0, tap: "..".to_owned() }
         );
         assert_eq!(
             err(&spec(vec![net("a", "tap0", None), net("b", "tap0", None)])),
-            SpecError::DuplicateTapName {
-                tap: "tap0".to_owned(),
-                first: 0,
-                second: 1
-            }
+            SpecError::DuplicateTapName { tap: "tap0".to_owned(), first: 0, second: 1 }
         );
     }
 
@@ -909,40 +650,16 @@ mod tests {
     fn test_validate_fs_tag() {
         assert_eq!(err(&spec(vec![fs("")])), SpecError::EmptyFsTag { index: 0 });
         let long = "t".repeat(MAX_FS_TAG_LEN + 1);
-        assert_eq!(
-            err(&spec(vec![fs(&long)])),
-            SpecError::FsTagTooLong {
-                index: 0,
-                tag: long.clone()
-            }
-        );
-        assert_eq!(
-            spec(vec![fs(&"t".repeat(MAX_FS_TAG_LEN))]).validate(),
-            Ok(())
-        );
-        assert_eq!(
-            err(&spec(vec![fs("a\0b")])),
-            SpecError::FsTagContainsNul {
-                index: 0,
-                tag: "a\0b".to_owned()
-            }
-        );
+        assert_eq!(err(&spec(vec![fs(&long)])), SpecError::FsTagTooLong { index: 0, tag: long.clone() });
+        assert_eq!(spec(vec![fs(&"t".repeat(MAX_FS_TAG_LEN))]).validate(), Ok(()));
+        assert_eq!(err(&spec(vec![fs("a\0b")])), SpecError::FsTagContainsNul { index: 0, tag: "a\0b".to_owned() });
         assert_eq!(
             err(&spec(vec![fs("x"), fs("x")])),
-            SpecError::DuplicateFsTag {
-                tag: "x".to_owned(),
-                first: 0,
-                second: 1
-            }
+            SpecError::DuplicateFsTag { tag: "x".to_owned(), first: 0, second: 1 }
         );
         assert_eq!(
-            err(&spec(vec![Device::VirtioFs {
-                tag: "x".to_owned(),
-                path: PathBuf::new()
-            }])),
-            SpecError::EmptyPath {
-                field: "devices[0].path".to_owned()
-            }
+            err(&spec(vec![Device::VirtioFs { tag: "x".to_owned(), path: PathBuf::new() }])),
+            SpecError::EmptyPath { field: "devices[0].path".to_owned() }
         );
     }
 
@@ -951,9 +668,7 @@ mod tests {
         let s = VmSpec {
             vcpus: 0,
             memory_mib: 1,
-            boot: Boot::Firmware {
-                path: PathBuf::new(),
-            },
+            boot: Boot::Firmware { path: PathBuf::new() },
             devices: vec![Device::Rng, Device::Rng, blk("")],
         };
         assert_eq!(
@@ -961,15 +676,9 @@ mod tests {
             vec![
                 SpecError::VcpusZero,
                 SpecError::MemoryTooSmall { memory_mib: 1 },
-                SpecError::EmptyPath {
-                    field: "boot.path".to_owned()
-                },
+                SpecError::EmptyPath { field: "boot.path".to_owned() },
                 SpecError::EmptyDeviceId { index: 2 },
-                SpecError::DuplicateSingleton {
-                    kind: "rng",
-                    first: 0,
-                    second: 1
-                },
+                SpecError::DuplicateSingleton { kind: "rng", first: 0, second: 1 },
             ]
         );
         assert_eq!(s.validate(), Err(SpecError::VcpusZero));
@@ -980,11 +689,7 @@ mod tests {
         let s = VmSpec {
             vcpus: 255,
             memory_mib: 1,
-            boot: Boot::Linux {
-                kernel: PathBuf::from("/k\0\n"),
-                initrd: None,
-                cmdline: "\n".to_owned(),
-            },
+            boot: Boot::Linux { kernel: PathBuf::from("/k\0\n"), initrd: None, cmdline: "\n".to_owned() },
             devices: vec![net("a\nb", "t\n", Some("\n")), fs("\n\0")],
         };
         let errors = s.errors();

@@ -15,29 +15,16 @@ fn sample() -> VmSpec {
             cmdline: "console=ttyS0".to_owned(),
         },
         devices: vec![
-            Device::VirtioBlk {
-                id: "root".to_owned(),
-                path: PathBuf::from("/var/root.img"),
-                readonly: true,
-            },
+            Device::VirtioBlk { id: "root".to_owned(), path: PathBuf::from("/var/root.img"), readonly: true },
             Device::VirtioNet {
                 id: "net0".to_owned(),
                 tap: "tap0".to_owned(),
                 mac: Some("02:00:00:00:00:01".to_owned()),
             },
-            Device::Vsock {
-                cid: 3,
-                socket: None,
-            },
-            Device::Balloon {
-                deflate_on_oom: true,
-                free_page_reporting: false,
-            },
+            Device::Vsock { cid: 3, socket: None },
+            Device::Balloon { deflate_on_oom: true, free_page_reporting: false },
             Device::Rng,
-            Device::VirtioFs {
-                tag: "share".to_owned(),
-                path: PathBuf::from("/srv"),
-            },
+            Device::VirtioFs { tag: "share".to_owned(), path: PathBuf::from("/srv") },
         ],
     }
 }
@@ -66,27 +53,15 @@ fn golden() -> serde_json::Value {
 #[test]
 fn test_json_golden() {
     assert_eq!(serde_json::to_value(sample()).unwrap(), golden());
-    assert_eq!(
-        serde_json::from_value::<VmSpec>(golden()).unwrap(),
-        sample()
-    );
+    assert_eq!(serde_json::from_value::<VmSpec>(golden()).unwrap(), sample());
 }
 
 #[test]
 fn test_json_round_trip_firmware() {
-    let spec = VmSpec {
-        boot: Boot::Firmware {
-            path: PathBuf::from("/fw.fd"),
-        },
-        devices: vec![],
-        ..sample()
-    };
+    let spec = VmSpec { boot: Boot::Firmware { path: PathBuf::from("/fw.fd") }, devices: vec![], ..sample() };
     let text = serde_json::to_string(&spec).unwrap();
     assert_eq!(serde_json::from_str::<VmSpec>(&text).unwrap(), spec);
-    assert_eq!(
-        serde_json::to_value(&spec).unwrap()["boot"],
-        json!({"kind": "firmware", "path": "/fw.fd"})
-    );
+    assert_eq!(serde_json::to_value(&spec).unwrap()["boot"], json!({"kind": "firmware", "path": "/fw.fd"}));
 }
 
 #[test]
@@ -98,24 +73,9 @@ fn test_json_defaults() {
     }))
     .unwrap();
     assert_eq!(spec.devices, vec![]);
-    assert_eq!(
-        spec.boot,
-        Boot::Linux {
-            kernel: PathBuf::from("/k"),
-            initrd: None,
-            cmdline: String::new(),
-        }
-    );
-    let blk: Device =
-        serde_json::from_value(json!({"type": "virtio-blk", "id": "a", "path": "/x"})).unwrap();
-    assert_eq!(
-        blk,
-        Device::VirtioBlk {
-            id: "a".to_owned(),
-            path: PathBuf::from("/x"),
-            readonly: false,
-        }
-    );
+    assert_eq!(spec.boot, Boot::Linux { kernel: PathBuf::from("/k"), initrd: None, cmdline: String::new() });
+    let blk: Device = serde_json::from_value(json!({"type": "virtio-blk", "id": "a", "path": "/x"})).unwrap();
+    assert_eq!(blk, Device::VirtioBlk { id: "a".to_owned(), path: PathBuf::from("/x"), readonly: false });
 }
 
 /// Sets `value` at `pointer` in the golden document and expects it to be refused naming `word`.
@@ -126,9 +86,8 @@ fn refused(pointer: &str, key: &str, word: &str) {
         .as_object_mut()
         .unwrap()
         .insert(key.to_owned(), json!(1));
-    let err = serde_json::from_value::<VmSpec>(doc)
-        .expect_err(&format!("{pointer}/{key} should be refused"))
-        .to_string();
+    let err =
+        serde_json::from_value::<VmSpec>(doc).expect_err(&format!("{pointer}/{key} should be refused")).to_string();
     assert!(err.contains(word), "{pointer}/{key}: {err}");
 }
 
@@ -147,9 +106,7 @@ fn test_json_denies_unknown_fields_on_firmware() {
         "vcpus": 1, "memory_mib": 512,
         "boot": {"kind": "firmware", "path": "/fw", "cmdline": "x"}
     });
-    let err = serde_json::from_value::<VmSpec>(doc)
-        .unwrap_err()
-        .to_string();
+    let err = serde_json::from_value::<VmSpec>(doc).unwrap_err().to_string();
     assert!(err.contains("unknown field `cmdline`"), "{err}");
 }
 
@@ -157,9 +114,7 @@ fn test_json_denies_unknown_fields_on_firmware() {
 fn test_json_refuses_unknown_kinds_and_bad_types() {
     let mut doc = golden();
     doc["devices"][0]["type"] = json!("virtio-gpu");
-    let err = serde_json::from_value::<VmSpec>(doc)
-        .unwrap_err()
-        .to_string();
+    let err = serde_json::from_value::<VmSpec>(doc).unwrap_err().to_string();
     assert!(err.contains("unknown variant `virtio-gpu`"), "{err}");
 
     let mut doc = golden();

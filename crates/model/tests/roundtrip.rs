@@ -93,8 +93,7 @@ fn device_like() -> impl Strategy<Value = String> {
     let value = prop_oneof![
         Just(None),
         common::text(0, 8, |_| true).prop_map(Some),
-        prop::sample::select(vec!["true", "off", "3", "\"a,b\"", "\"\\\"\"", "\"x"])
-            .prop_map(|s| Some(s.to_owned())),
+        prop::sample::select(vec!["true", "off", "3", "\"a,b\"", "\"\\\"\"", "\"x"]).prop_map(|s| Some(s.to_owned())),
     ];
     (kind, prop::collection::vec((key, value), 0..5)).prop_map(|(kind, options)| {
         let mut s = kind.to_owned();

@@ -66,11 +66,7 @@ impl SuperviseError {
 
 /// Renders a stderr tail as a message suffix: `: line1 | line2`, or nothing when empty.
 fn format_tail(tail: &[String]) -> String {
-    if tail.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", tail.join(" | "))
-    }
+    if tail.is_empty() { String::new() } else { format!(": {}", tail.join(" | ")) }
 }
 
 #[cfg(test)]
@@ -79,14 +75,10 @@ mod tests {
 
     #[test]
     fn test_is_not_found_only_for_missing_program() {
-        let missing = SuperviseError::Spawn {
-            program: "/nope".into(),
-            source: io::Error::from(io::ErrorKind::NotFound),
-        };
-        let denied = SuperviseError::Spawn {
-            program: "/nope".into(),
-            source: io::Error::from(io::ErrorKind::PermissionDenied),
-        };
+        let missing =
+            SuperviseError::Spawn { program: "/nope".into(), source: io::Error::from(io::ErrorKind::NotFound) };
+        let denied =
+            SuperviseError::Spawn { program: "/nope".into(), source: io::Error::from(io::ErrorKind::PermissionDenied) };
         let other = SuperviseError::Io {
             action: "open log file",
             path: "/nope".into(),
@@ -100,26 +92,12 @@ mod tests {
     #[test]
     fn test_process_exited_message_includes_tail() {
         let err = SuperviseError::ProcessExited {
-            status: ExitReport {
-                code: Some(1),
-                signal: None,
-            },
+            status: ExitReport { code: Some(1), signal: None },
             stderr_tail: vec!["bad option".into(), "usage".into()],
         };
-        assert_eq!(
-            err.to_string(),
-            "process exited with 1 before it was ready: bad option | usage"
-        );
-        let quiet = SuperviseError::ProcessExited {
-            status: ExitReport {
-                code: None,
-                signal: Some(9),
-            },
-            stderr_tail: vec![],
-        };
-        assert_eq!(
-            quiet.to_string(),
-            "process killed by SIGKILL before it was ready"
-        );
+        assert_eq!(err.to_string(), "process exited with 1 before it was ready: bad option | usage");
+        let quiet =
+            SuperviseError::ProcessExited { status: ExitReport { code: None, signal: Some(9) }, stderr_tail: vec![] };
+        assert_eq!(quiet.to_string(), "process killed by SIGKILL before it was ready");
     }
 }

@@ -52,11 +52,7 @@ pub(crate) struct LogRing {
 
 impl LogRing {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self {
-            buf: VecDeque::with_capacity(capacity),
-            capacity,
-            partial_first: false,
-        }
+        Self { buf: VecDeque::with_capacity(capacity), capacity, partial_first: false }
     }
 
     pub(crate) fn push(&mut self, data: &[u8]) {
@@ -94,10 +90,7 @@ impl LogRing {
             parts.remove(0);
         }
         let skip = parts.len().saturating_sub(lines);
-        parts[skip..]
-            .iter()
-            .map(|line| line.strip_suffix('\r').unwrap_or(line).to_owned())
-            .collect()
+        parts[skip..].iter().map(|line| line.strip_suffix('\r').unwrap_or(line).to_owned()).collect()
     }
 }
 
@@ -118,15 +111,9 @@ impl LogFile {
     /// Opens (appending) or creates the log file; output already there counts towards the bound.
     pub(crate) fn open(spec: &LogSpec) -> Result<Self> {
         if spec.max_bytes == 0 {
-            return Err(SuperviseError::ZeroLogLimit {
-                path: spec.path.clone(),
-            });
+            return Err(SuperviseError::ZeroLogLimit { path: spec.path.clone() });
         }
-        let io_err = |source| SuperviseError::Io {
-            action: "open log file",
-            path: spec.path.clone(),
-            source,
-        };
+        let io_err = |source| SuperviseError::Io { action: "open log file", path: spec.path.clone(), source };
         let file = open_log_file(&spec.path).map_err(io_err)?;
         let size = file.metadata().map_err(io_err)?.len();
         Ok(Self {
@@ -145,8 +132,7 @@ impl LogFile {
 
     pub(crate) async fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
-            let room =
-                usize::try_from(self.max_bytes.saturating_sub(self.size)).unwrap_or(usize::MAX);
+            let room = usize::try_from(self.max_bytes.saturating_sub(self.size)).unwrap_or(usize::MAX);
             if data.len() <= room {
                 self.append(data).await?;
                 break;
@@ -181,9 +167,7 @@ impl LogFile {
         self.file.flush().await?;
         tokio::fs::rename(&self.path, &self.rotated).await?;
         let path = self.path.clone();
-        let file = tokio::task::spawn_blocking(move || open_log_file(&path))
-            .await
-            .map_err(io::Error::other)??;
+        let file = tokio::task::spawn_blocking(move || open_log_file(&path)).await.map_err(io::Error::other)??;
         self.file = tokio::fs::File::from_std(file);
         self.size = 0;
         Ok(())
@@ -192,11 +176,7 @@ impl LogFile {
 
 /// Opens `path` for appending, creating it 0600, and forces 0600 on a file that was already there.
 fn open_log_file(path: &Path) -> io::Result<std::fs::File> {
-    let file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(LOG_FILE_MODE)
-        .open(path)?;
+    let file = std::fs::OpenOptions::new().append(true).create(true).mode(LOG_FILE_MODE).open(path)?;
     file.set_permissions(Permissions::from_mode(LOG_FILE_MODE))?;
     Ok(file)
 }
@@ -291,21 +271,14 @@ mod tests {
 
     #[test]
     fn test_rotated_path_appends_generation() {
-        assert_eq!(
-            rotated_path(Path::new("/run/x/qemu.log")),
-            Path::new("/run/x/qemu.log.1")
-        );
+        assert_eq!(rotated_path(Path::new("/run/x/qemu.log")), Path::new("/run/x/qemu.log.1"));
     }
 
     #[tokio::test]
     async fn test_log_file_rotates_at_line_boundary() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.log");
-        let mut log = LogFile::open(&LogSpec {
-            path: path.clone(),
-            max_bytes: 10,
-        })
-        .unwrap();
+        let mut log = LogFile::open(&LogSpec { path: path.clone(), max_bytes: 10 }).unwrap();
         log.write(b"abc\ndef\n").await.unwrap();
         log.write(b"ghi\n").await.unwrap();
         assert_eq!(std::fs::read(rotated_path(&path)).unwrap(), b"abc\ndef\n");
@@ -318,11 +291,7 @@ mod tests {
     async fn test_log_file_splits_line_longer_than_limit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.log");
-        let mut log = LogFile::open(&LogSpec {
-            path: path.clone(),
-            max_bytes: 4,
-        })
-        .unwrap();
+        let mut log = LogFile::open(&LogSpec { path: path.clone(), max_bytes: 4 }).unwrap();
         log.write(b"0123456789").await.unwrap();
         assert_eq!(std::fs::read(rotated_path(&path)).unwrap(), b"4567");
         assert_eq!(std::fs::read(&path).unwrap(), b"89");
@@ -333,11 +302,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.log");
         std::fs::write(&path, b"old\n").unwrap();
-        let mut log = LogFile::open(&LogSpec {
-            path: path.clone(),
-            max_bytes: 6,
-        })
-        .unwrap();
+        let mut log = LogFile::open(&LogSpec { path: path.clone(), max_bytes: 6 }).unwrap();
         log.write(b"new\n").await.unwrap();
         assert_eq!(std::fs::read(rotated_path(&path)).unwrap(), b"old\n");
         assert_eq!(std::fs::read(&path).unwrap(), b"new\n");
@@ -345,14 +310,7 @@ mod tests {
 
     #[test]
     fn test_log_file_rejects_zero_limit() {
-        let err = LogFile::open(&LogSpec {
-            path: "/tmp/never".into(),
-            max_bytes: 0,
-        })
-        .unwrap_err();
-        assert!(
-            matches!(err, SuperviseError::ZeroLogLimit { .. }),
-            "{err:?}"
-        );
+        let err = LogFile::open(&LogSpec { path: "/tmp/never".into(), max_bytes: 0 }).unwrap_err();
+        assert!(matches!(err, SuperviseError::ZeroLogLimit { .. }), "{err:?}");
     }
 }

@@ -52,10 +52,7 @@ pub struct ExitReport {
 
 impl ExitReport {
     /// Neither code nor signal: the wait itself failed.
-    pub const UNKNOWN: Self = Self {
-        code: None,
-        signal: None,
-    };
+    pub const UNKNOWN: Self = Self { code: None, signal: None };
 
     /// True for exit code 0.
     pub fn success(&self) -> bool {
@@ -65,10 +62,7 @@ impl ExitReport {
 
 impl From<ExitStatus> for ExitReport {
     fn from(status: ExitStatus) -> Self {
-        Self {
-            code: status.code(),
-            signal: status.signal(),
-        }
+        Self { code: status.code(), signal: status.signal() }
     }
 }
 
@@ -183,17 +177,7 @@ impl Supervised {
             exit_tx.send_replace(Some(report));
         });
 
-        Ok(Self {
-            program,
-            pid,
-            start_time,
-            pidfd,
-            group: spec.new_process_group,
-            proc_root,
-            exit,
-            stdout,
-            stderr,
-        })
+        Ok(Self { program, pid, start_time, pidfd, group: spec.new_process_group, proc_root, exit, stdout, stderr })
     }
 
     /// The process ID.
@@ -230,10 +214,7 @@ impl Supervised {
                     stderr_tail: self.log_tail(Stream::Stderr, EXIT_STDERR_TAIL_LINES),
                 })
             }
-            SocketWait::TimedOut(waited) => Err(SuperviseError::SocketTimeout {
-                path: path.to_owned(),
-                waited,
-            }),
+            SocketWait::TimedOut(waited) => Err(SuperviseError::SocketTimeout { path: path.to_owned(), waited }),
         }
     }
 
@@ -343,9 +324,8 @@ fn stat_path(proc_root: &Path, pid: u32) -> PathBuf {
 /// Reads the start time (field 22) of `pid` from `<proc_root>/<pid>/stat`.
 fn read_start_time(proc_root: &Path, pid: u32) -> std::io::Result<u64> {
     let stat = std::fs::read_to_string(stat_path(proc_root, pid))?;
-    parse_start_time(&stat).ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed /proc stat line")
-    })
+    parse_start_time(&stat)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed /proc stat line"))
 }
 
 /// Extracts field 22 (`starttime`) from a `/proc/<pid>/stat` line. The command name (field 2)
@@ -405,44 +385,26 @@ mod tests {
 
     #[test]
     fn test_exit_report_display() {
-        let code = ExitReport {
-            code: Some(1),
-            signal: None,
-        };
-        let killed = ExitReport {
-            code: None,
-            signal: Some(libc::SIGKILL),
-        };
-        let odd = ExitReport {
-            code: None,
-            signal: Some(200),
-        };
+        let code = ExitReport { code: Some(1), signal: None };
+        let killed = ExitReport { code: None, signal: Some(libc::SIGKILL) };
+        let odd = ExitReport { code: None, signal: Some(200) };
         assert_eq!(code.to_string(), "exited with 1");
         assert_eq!(killed.to_string(), "killed by SIGKILL");
         assert_eq!(odd.to_string(), "killed by signal 200");
-        assert_eq!(
-            ExitReport::UNKNOWN.to_string(),
-            "exited with unknown status"
-        );
+        assert_eq!(ExitReport::UNKNOWN.to_string(), "exited with unknown status");
         assert!(!code.success());
     }
 
     fn alive(pid: u32) -> bool {
         // A zombie still has a /proc entry; count it as dead.
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| {
-                !stat[stat.rfind(')').unwrap() + 1..]
-                    .trim_start()
-                    .starts_with('Z')
-            })
+            .map(|stat| !stat[stat.rfind(')').unwrap() + 1..].trim_start().starts_with('Z'))
             .unwrap_or(false)
     }
 
     #[tokio::test]
     async fn test_signal_refuses_reused_pid() {
-        let child = OsSpawner
-            .spawn(&CommandSpec::new("sleep").arg("100"))
-            .unwrap();
+        let child = OsSpawner.spawn(&CommandSpec::new("sleep").arg("100")).unwrap();
         let mut child = child;
         // The seam: pretend the PID now names a process that started at another time.
         child.start_time += 1;
@@ -453,8 +415,7 @@ mod tests {
         assert_eq!(child.try_wait(), None);
 
         // A terminate that may not signal cannot end the process either.
-        let gave_up =
-            tokio::time::timeout(Duration::from_millis(300), child.terminate(Duration::ZERO)).await;
+        let gave_up = tokio::time::timeout(Duration::from_millis(300), child.terminate(Duration::ZERO)).await;
         assert!(gave_up.is_err());
         assert!(alive(child.pid()));
 

@@ -52,11 +52,7 @@ pub(crate) async fn poll_socket(
             Ok(_probe) => return Ok(SocketWait::Ready),
             Err(err) if is_not_ready(&err) => {}
             Err(source) => {
-                return Err(SuperviseError::Io {
-                    action: "connect to socket",
-                    path: path.to_owned(),
-                    source,
-                });
+                return Err(SuperviseError::Io { action: "connect to socket", path: path.to_owned(), source });
             }
         }
         let waited = start.elapsed();
@@ -100,9 +96,7 @@ mod tests {
         let path = dir.path().join("api.sock");
         let _listener = UnixListener::bind(&path).unwrap();
         let (_tx, rx) = watch::channel(None);
-        let got = poll_socket(&path, Duration::from_secs(5), &rx)
-            .await
-            .unwrap();
+        let got = poll_socket(&path, Duration::from_secs(5), &rx).await.unwrap();
         assert_eq!(got, SocketWait::Ready);
     }
 
@@ -125,10 +119,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
         let (tx, rx) = watch::channel(None);
-        let report = ExitReport {
-            code: Some(2),
-            signal: None,
-        };
+        let report = ExitReport { code: Some(2), signal: None };
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(30)).await;
             tx.send_replace(Some(report));
@@ -136,9 +127,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(60)).await;
         });
         let start = Instant::now();
-        let got = poll_socket(&path, Duration::from_secs(30), &rx)
-            .await
-            .unwrap();
+        let got = poll_socket(&path, Duration::from_secs(30), &rx).await.unwrap();
         assert_eq!(got, SocketWait::Exited(report));
         assert!(start.elapsed() < Duration::from_secs(5));
     }
@@ -147,9 +136,7 @@ mod tests {
     async fn test_poll_socket_rejects_overlong_path() {
         let path = Path::new("/tmp").join("x".repeat(200));
         let (_tx, rx) = watch::channel(None);
-        let err = poll_socket(&path, Duration::from_secs(1), &rx)
-            .await
-            .unwrap_err();
+        let err = poll_socket(&path, Duration::from_secs(1), &rx).await.unwrap_err();
         assert!(matches!(err, SuperviseError::Io { .. }), "{err:?}");
     }
 }

@@ -101,11 +101,7 @@ pub struct OsSpawner;
 impl Spawner for OsSpawner {
     fn spawn(&self, spec: &CommandSpec) -> Result<Supervised> {
         // Open the logs first, so a bad log path fails before anything runs.
-        let stdout_log = spec
-            .stdout_log
-            .as_ref()
-            .map(LogFile::open_shared)
-            .transpose()?;
+        let stdout_log = spec.stdout_log.as_ref().map(LogFile::open_shared).transpose()?;
         let stderr_log = match (&spec.stderr_log, &spec.stdout_log, &stdout_log) {
             (Some(err), Some(out), Some(shared)) if err.path == out.path => Some(shared.clone()),
             (Some(err), _, _) => Some(LogFile::open_shared(err)?),
@@ -135,10 +131,7 @@ impl Spawner for OsSpawner {
                 cmd.pre_exec(move || set_parent_death_signal(parent));
             }
         }
-        let child = cmd.spawn().map_err(|source| SuperviseError::Spawn {
-            program: spec.program.clone(),
-            source,
-        })?;
+        let child = cmd.spawn().map_err(|source| SuperviseError::Spawn { program: spec.program.clone(), source })?;
         Supervised::start(child, spec, stdout_log, stderr_log)
     }
 }
@@ -146,15 +139,7 @@ impl Spawner for OsSpawner {
 /// In the forked child: ask for SIGKILL when the parent goes away, and fail if it already has.
 fn set_parent_death_signal(parent: u32) -> io::Result<()> {
     // SAFETY: PR_SET_PDEATHSIG takes a signal number and touches no memory of ours.
-    let rc = unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
     if rc == -1 {
         return Err(io::Error::last_os_error());
     }
@@ -190,9 +175,7 @@ fn find_program_in(name: &str, search_path: &OsStr) -> Option<PathBuf> {
 }
 
 fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path)
-        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    std::fs::metadata(path).map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -214,10 +197,7 @@ mod tests {
         write_file(&b.path().join("qemu"), 0o755);
         std::fs::create_dir(a.path().join("dir")).unwrap();
         let search = std::env::join_paths([a.path(), b.path()]).unwrap();
-        assert_eq!(
-            find_program_in("qemu", &search),
-            Some(b.path().join("qemu"))
-        );
+        assert_eq!(find_program_in("qemu", &search), Some(b.path().join("qemu")));
         assert_eq!(find_program_in("dir", &search), None);
         assert_eq!(find_program_in("missing", &search), None);
         assert_eq!(find_program_in("", &search), None);

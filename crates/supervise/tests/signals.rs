@@ -14,14 +14,9 @@ const SIGTERM: i32 = 15;
 #[tokio::test]
 async fn test_terminate_kills_sigterm_ignorer_after_grace() {
     // `exec` keeps the PID; an ignored signal stays ignored across exec.
-    let child = OsSpawner
-        .spawn(&sh("trap '' TERM; echo ready; exec sleep 100"))
-        .unwrap();
+    let child = OsSpawner.spawn(&sh("trap '' TERM; echo ready; exec sleep 100")).unwrap();
     assert!(
-        wait_until(Duration::from_secs(10), || child
-            .log_tail(Stream::Stdout, 1)
-            == ["ready"])
-        .await,
+        wait_until(Duration::from_secs(10), || child.log_tail(Stream::Stdout, 1) == ["ready"]).await,
         "child never became ready"
     );
     let grace = Duration::from_millis(300);
@@ -34,9 +29,7 @@ async fn test_terminate_kills_sigterm_ignorer_after_grace() {
 
 #[tokio::test]
 async fn test_terminate_well_behaved_ends_with_sigterm() {
-    let child = OsSpawner
-        .spawn(&CommandSpec::new("sleep").arg("100"))
-        .unwrap();
+    let child = OsSpawner.spawn(&CommandSpec::new("sleep").arg("100")).unwrap();
     let start = Instant::now();
     let report = child.terminate(Duration::from_secs(20)).await;
     assert_eq!(report.signal, Some(SIGTERM), "{report}");
@@ -46,9 +39,7 @@ async fn test_terminate_well_behaved_ends_with_sigterm() {
 
 #[tokio::test]
 async fn test_kill_ends_with_sigkill() {
-    let child = OsSpawner
-        .spawn(&CommandSpec::new("sleep").arg("100"))
-        .unwrap();
+    let child = OsSpawner.spawn(&CommandSpec::new("sleep").arg("100")).unwrap();
     child.kill();
     assert_eq!(child.wait().await.signal, Some(SIGKILL));
 }
@@ -63,36 +54,22 @@ async fn test_exit_code_reported() {
 
 #[tokio::test]
 async fn test_drop_kills_child() {
-    let child = OsSpawner
-        .spawn(&CommandSpec::new("sleep").arg("100"))
-        .unwrap();
+    let child = OsSpawner.spawn(&CommandSpec::new("sleep").arg("100")).unwrap();
     let pid = child.pid();
     assert!(alive(pid));
     drop(child);
     // Gone entirely: killed and reaped, not left a zombie.
     assert!(
-        wait_until(Duration::from_secs(10), || !std::path::Path::new(&format!(
-            "/proc/{pid}"
-        ))
-        .exists())
-        .await,
+        wait_until(Duration::from_secs(10), || !std::path::Path::new(&format!("/proc/{pid}")).exists()).await,
         "process {pid} survived the drop of its handle"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_wait_from_many_tasks_and_cancelled_waits() {
-    let child = Arc::new(
-        OsSpawner
-            .spawn(&CommandSpec::new("sleep").arg("100"))
-            .unwrap(),
-    );
+    let child = Arc::new(OsSpawner.spawn(&CommandSpec::new("sleep").arg("100")).unwrap());
     // A cancelled wait must not disturb later ones.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), child.wait())
-            .await
-            .is_err()
-    );
+    assert!(tokio::time::timeout(Duration::from_millis(50), child.wait()).await.is_err());
     let waiters: Vec<_> = (0..3)
         .map(|_| {
             let child = Arc::clone(&child);
@@ -112,25 +89,13 @@ async fn test_new_process_group_signals_whole_group() {
     spec.new_process_group = true;
     let child = OsSpawner.spawn(&spec).unwrap();
     let pid = child.pid();
-    assert_eq!(
-        stat_field(pid, 5),
-        Some(pid.to_string()),
-        "child leads its own group"
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || !child
-            .log_tail(Stream::Stdout, 1)
-            .is_empty())
-        .await
-    );
+    assert_eq!(stat_field(pid, 5), Some(pid.to_string()), "child leads its own group");
+    assert!(wait_until(Duration::from_secs(10), || !child.log_tail(Stream::Stdout, 1).is_empty()).await);
     let grandchild: u32 = child.log_tail(Stream::Stdout, 1)[0].parse().unwrap();
     assert!(alive(grandchild));
     let report = child.terminate(Duration::from_secs(10)).await;
     assert_eq!(report.signal, Some(SIGTERM), "{report}");
-    assert!(
-        wait_until(Duration::from_secs(10), || !alive(grandchild)).await,
-        "the group's other member survived"
-    );
+    assert!(wait_until(Duration::from_secs(10), || !alive(grandchild)).await, "the group's other member survived");
 }
 
 /// Spawns `sleep` from a short-lived thread and returns its handle once that thread has exited.
@@ -142,18 +107,15 @@ async fn spawn_from_exiting_thread(die_with_parent: bool) -> nestbox_supervise::
         spec.die_with_parent = die_with_parent;
         OsSpawner.spawn(&spec).unwrap()
     });
-    tokio::task::spawn_blocking(move || thread.join().unwrap())
-        .await
-        .unwrap()
+    tokio::task::spawn_blocking(move || thread.join().unwrap()).await.unwrap()
 }
 
 #[tokio::test]
 async fn test_die_with_parent_kills_child_when_spawner_goes() {
     // PR_SET_PDEATHSIG fires when the spawning thread exits.
     let child = spawn_from_exiting_thread(true).await;
-    let report = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("child outlived its parent thread");
+    let report =
+        tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("child outlived its parent thread");
     assert_eq!(report.signal, Some(SIGKILL));
 
     // The control: without the flag the child keeps running.

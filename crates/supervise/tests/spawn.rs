@@ -12,9 +12,7 @@ async fn test_spawn_missing_program_is_not_found() {
     for program in ["/nonexistent/qemu-system-x86_64", "nestbox-no-such-program"] {
         let err = OsSpawner.spawn(&CommandSpec::new(program)).unwrap_err();
         assert!(err.is_not_found(), "{program}: {err:?}");
-        assert!(
-            matches!(&err, SuperviseError::Spawn { program: p, .. } if p.as_os_str() == program)
-        );
+        assert!(matches!(&err, SuperviseError::Spawn { program: p, .. } if p.as_os_str() == program));
     }
 }
 
@@ -37,10 +35,7 @@ async fn test_spawn_passes_env_and_cwd() {
     let child = OsSpawner.spawn(&spec).unwrap();
     assert!(child.wait().await.success());
     let cwd = dir.path().canonicalize().unwrap();
-    assert_eq!(
-        child.log_tail(Stream::Stdout, 2),
-        ["hello world".to_owned(), cwd.display().to_string()]
-    );
+    assert_eq!(child.log_tail(Stream::Stdout, 2), ["hello world".to_owned(), cwd.display().to_string()]);
 }
 
 #[tokio::test]
@@ -55,10 +50,7 @@ async fn test_spawn_bad_log_path_fails_before_running() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("ran");
     let mut spec = sh(&format!("touch '{}'", marker.display()));
-    spec.stdout_log = Some(LogSpec {
-        path: dir.path().join("missing-dir/out.log"),
-        max_bytes: 1024,
-    });
+    spec.stdout_log = Some(LogSpec { path: dir.path().join("missing-dir/out.log"), max_bytes: 1024 });
     let err = OsSpawner.spawn(&spec).unwrap_err();
     assert!(matches!(err, SuperviseError::Io { .. }), "{err:?}");
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;

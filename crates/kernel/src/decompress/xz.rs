@@ -104,10 +104,7 @@ pub(super) fn decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, Decompres
         return Err(truncated("stream header", 0));
     };
     if crc32(&flags) != stored_crc {
-        return Err(XzError::HeaderCrc {
-            what: "stream header",
-        }
-        .into());
+        return Err(XzError::HeaderCrc { what: "stream header" }.into());
     }
     if flags[0] != 0 || flags[1] & 0xf0 != 0 {
         return Err(XzError::BadStreamFlags { flags }.into());
@@ -131,10 +128,7 @@ pub(super) fn decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, Decompres
         let compressed = data.get(start..).unwrap_or_default();
         let mut cursor = Cursor::new(compressed);
         let mut block = Vec::new();
-        lzma_rs::lzma2_decompress(&mut cursor, &mut block).map_err(|source| XzError::Lzma2 {
-            offset: pos,
-            source,
-        })?;
+        lzma_rs::lzma2_decompress(&mut cursor, &mut block).map_err(|source| XzError::Lzma2 { offset: pos, source })?;
         for start_offset in chain.x86_start_offsets.iter().rev() {
             bcj_x86_decode(&mut block, *start_offset);
         }
@@ -143,18 +137,12 @@ pub(super) fn decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, Decompres
         let check_at = align_up(compressed_len, 4)
             .and_then(|len| start.checked_add(len))
             .ok_or_else(|| truncated("block padding", start))?;
-        let check =
-            slice(data, check_at, check_bytes).ok_or_else(|| truncated("block check", check_at))?;
+        let check = slice(data, check_at, check_bytes).ok_or_else(|| truncated("block check", check_at))?;
         if check_id == CHECK_CRC32 {
             let expected = u32_le(check, 0).unwrap_or_default();
             let actual = crc32(&block);
             if expected != actual {
-                return Err(XzError::CheckMismatch {
-                    offset: pos,
-                    expected,
-                    actual,
-                }
-                .into());
+                return Err(XzError::CheckMismatch { offset: pos, expected, actual }.into());
             }
         }
         if out.len().saturating_add(block.len()) > limit {
@@ -174,10 +162,7 @@ struct FilterChain {
 fn parse_block_header(header: &[u8], offset: usize) -> Result<FilterChain, DecompressError> {
     let (body, crc) = header.split_at(header.len() - 4);
     if u32_le(crc, 0) != Some(crc32(body)) {
-        return Err(XzError::HeaderCrc {
-            what: "block header",
-        }
-        .into());
+        return Err(XzError::HeaderCrc { what: "block header" }.into());
     }
     let flags = u8_at(body, 1).ok_or_else(|| truncated("block header", offset))?;
     if flags & BLOCK_FLAGS_RESERVED != 0 {
@@ -190,9 +175,7 @@ fn parse_block_header(header: &[u8], offset: usize) -> Result<FilterChain, Decom
         }
     }
     let filters = usize::from(flags & 0x03) + 1;
-    let mut chain = FilterChain {
-        x86_start_offsets: Vec::new(),
-    };
+    let mut chain = FilterChain { x86_start_offsets: Vec::new() };
     for position in 0..filters {
         let id = varint(body, &mut p).ok_or_else(|| truncated("filter flags", offset))?;
         let props_len = varint(body, &mut p)
@@ -205,9 +188,7 @@ fn parse_block_header(header: &[u8], offset: usize) -> Result<FilterChain, Decom
             (FILTER_LZMA2, true) if props_len == 1 => {}
             (FILTER_X86, false) if props_len == 0 => chain.x86_start_offsets.push(0),
             (FILTER_X86, false) if props_len == 4 => {
-                chain
-                    .x86_start_offsets
-                    .push(u32_le(props, 0).unwrap_or_default());
+                chain.x86_start_offsets.push(u32_le(props, 0).unwrap_or_default());
             }
             (FILTER_LZMA2, true) | (FILTER_X86, false) => {
                 return Err(XzError::BadFilterProperties { id, len: props_len }.into());
@@ -329,10 +310,7 @@ mod tests {
     fn test_xz_with_x86_bcj_filter_matches_xz_utils() {
         let out = decompress(BCJ_XZ, usize::MAX).unwrap();
         assert_eq!(out.len(), BCJ_RAW.len());
-        assert!(
-            out == BCJ_RAW,
-            "BCJ-decoded output differs from the original"
-        );
+        assert!(out == BCJ_RAW, "BCJ-decoded output differs from the original");
     }
 
     #[test]
@@ -342,10 +320,7 @@ mod tests {
         bad[mid] ^= 0x55;
         assert!(decompress(&bad, usize::MAX).is_err());
         for cut in [0, 6, 11, 12, 13, 20, BCJ_XZ.len() / 2, BCJ_XZ.len() - 40] {
-            assert!(
-                decompress(&BCJ_XZ[..cut], usize::MAX).is_err(),
-                "cut at {cut}"
-            );
+            assert!(decompress(&BCJ_XZ[..cut], usize::MAX).is_err(), "cut at {cut}");
         }
     }
 
@@ -355,9 +330,7 @@ mod tests {
         bad[7] ^= 0x01;
         assert!(matches!(
             decompress(&bad, usize::MAX),
-            Err(DecompressError::Xz(XzError::HeaderCrc {
-                what: "stream header"
-            }))
+            Err(DecompressError::Xz(XzError::HeaderCrc { what: "stream header" }))
         ));
     }
 

@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use nestbox_model::defaults::{
-    MAX_CMDLINE_LEN, MAX_DEVICE_ID_LEN, MAX_FS_TAG_LEN, MAX_MEMORY_MIB, MAX_TAP_NAME_LEN,
-    MAX_VCPUS, MIN_MEMORY_MIB, MIN_VSOCK_CID, VSOCK_CID_ANY,
+    MAX_CMDLINE_LEN, MAX_DEVICE_ID_LEN, MAX_FS_TAG_LEN, MAX_MEMORY_MIB, MAX_TAP_NAME_LEN, MAX_VCPUS, MIN_MEMORY_MIB,
+    MIN_VSOCK_CID, VSOCK_CID_ANY,
 };
 use nestbox_model::{Boot, Device, VmSpec};
 use proptest::prelude::*;
@@ -29,11 +29,7 @@ pub fn awkward_char() -> impl Strategy<Value = char> {
 
 /// `min..=max` characters from [`awkward_char`] that pass `allowed`.
 pub fn text(min: usize, max: usize, allowed: fn(&char) -> bool) -> impl Strategy<Value = String> {
-    prop::collection::vec(
-        awkward_char().prop_filter("allowed char", allowed),
-        min..=max,
-    )
-    .prop_map(String::from_iter)
+    prop::collection::vec(awkward_char().prop_filter("allowed char", allowed), min..=max).prop_map(String::from_iter)
 }
 
 /// Cuts `s` to at most `max` bytes, on a character boundary.
@@ -55,8 +51,7 @@ pub fn path() -> impl Strategy<Value = PathBuf> {
 }
 
 pub fn device_id() -> impl Strategy<Value = String> {
-    prop::string::string_regex(&format!("[A-Za-z0-9_-]{{1,{MAX_DEVICE_ID_LEN}}}"))
-        .expect("id regex")
+    prop::string::string_regex(&format!("[A-Za-z0-9_-]{{1,{MAX_DEVICE_ID_LEN}}}")).expect("id regex")
 }
 
 fn tap_char(c: &char) -> bool {
@@ -112,36 +107,20 @@ pub fn boot() -> impl Strategy<Value = Boot> {
 /// Devices that may appear many times.
 pub fn repeatable_device() -> impl Strategy<Value = Device> {
     prop_oneof![
-        (device_id(), path(), any::<bool>()).prop_map(|(id, path, readonly)| Device::VirtioBlk {
-            id,
-            path,
-            readonly
-        }),
-        (device_id(), tap(), prop::option::of(mac()))
-            .prop_map(|(id, tap, mac)| Device::VirtioNet { id, tap, mac }),
+        (device_id(), path(), any::<bool>()).prop_map(|(id, path, readonly)| Device::VirtioBlk { id, path, readonly }),
+        (device_id(), tap(), prop::option::of(mac())).prop_map(|(id, tap, mac)| Device::VirtioNet { id, tap, mac }),
         (fs_tag(), path()).prop_map(|(tag, path)| Device::VirtioFs { tag, path }),
     ]
 }
 
 pub fn vsock() -> impl Strategy<Value = Device> {
-    (
-        prop_oneof![
-            Just(MIN_VSOCK_CID),
-            Just(VSOCK_CID_ANY - 1),
-            MIN_VSOCK_CID..VSOCK_CID_ANY
-        ],
-        prop::option::of(path()),
-    )
+    (prop_oneof![Just(MIN_VSOCK_CID), Just(VSOCK_CID_ANY - 1), MIN_VSOCK_CID..VSOCK_CID_ANY], prop::option::of(path()))
         .prop_map(|(cid, socket)| Device::Vsock { cid, socket })
 }
 
 pub fn balloon() -> impl Strategy<Value = Device> {
-    (any::<bool>(), any::<bool>()).prop_map(|(deflate_on_oom, free_page_reporting)| {
-        Device::Balloon {
-            deflate_on_oom,
-            free_page_reporting,
-        }
-    })
+    (any::<bool>(), any::<bool>())
+        .prop_map(|(deflate_on_oom, free_page_reporting)| Device::Balloon { deflate_on_oom, free_page_reporting })
 }
 
 /// Any device that is valid on its own.
@@ -202,18 +181,9 @@ pub fn devices() -> impl Strategy<Value = Vec<Device>> {
 pub fn vm_spec() -> impl Strategy<Value = VmSpec> {
     (
         prop_oneof![Just(1u8), Just(MAX_VCPUS), 1..=MAX_VCPUS],
-        prop_oneof![
-            Just(MIN_MEMORY_MIB),
-            Just(MAX_MEMORY_MIB),
-            MIN_MEMORY_MIB..=MAX_MEMORY_MIB
-        ],
+        prop_oneof![Just(MIN_MEMORY_MIB), Just(MAX_MEMORY_MIB), MIN_MEMORY_MIB..=MAX_MEMORY_MIB],
         boot(),
         devices(),
     )
-        .prop_map(|(vcpus, memory_mib, boot, devices)| VmSpec {
-            vcpus,
-            memory_mib,
-            boot,
-            devices,
-        })
+        .prop_map(|(vcpus, memory_mib, boot, devices)| VmSpec { vcpus, memory_mib, boot, devices })
 }

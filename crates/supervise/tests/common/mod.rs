@@ -37,7 +37,5 @@ pub async fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> b
 
 /// `sh -c script` as a spec.
 pub fn sh(script: &str) -> nestbox_supervise::CommandSpec {
-    nestbox_supervise::CommandSpec::new("sh")
-        .arg("-c")
-        .arg(script)
+    nestbox_supervise::CommandSpec::new("sh").arg("-c").arg(script)
 }
