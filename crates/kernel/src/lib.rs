@@ -9,6 +9,7 @@ pub mod cache;
 pub mod decompress;
 pub mod elf;
 mod error;
+mod index;
 pub mod locate;
 mod resolve;
 

@@ -9,6 +9,7 @@ use crate::KernelError;
 use crate::bzimage::{extract_vmlinux, kernel_version};
 use crate::cache::{self, sha256_hex};
 use crate::elf::{ElfError, find_pvh_entry};
+use crate::index;
 use crate::locate::{SearchRoots, locate};
 
 /// A guest kernel ready for direct boot.
@@ -49,6 +50,20 @@ fn resolve_using(
 ) -> Result<ResolvedKernel, KernelError> {
     let found = locate(explicit, home, roots)?;
     let path = found.path;
+    // Fast path: the same file as last time resolves to the same vmlinux, without reading it.
+    let index_path = index::entry_path(home, &path);
+    if let Some(hit) = index_path.as_deref().and_then(index::load) {
+        let version = found.version.or(hit.version);
+        let modules_dir = version.as_deref().and_then(|v| roots.modules_dir(v));
+        return Ok(ResolvedKernel {
+            vmlinux: hit.vmlinux,
+            source: path,
+            version,
+            modules_dir,
+            pvh_entry: hit.pvh_entry,
+            sha256: hit.sha256,
+        });
+    }
     let source = fs::read(&path).map_err(|source| KernelError::Read { path: path.clone(), source })?;
     let vmlinux_path = cache::vmlinux_path(home, &sha256_hex(&source));
     let (vmlinux, pvh_entry) = match cache::load(&vmlinux_path) {
@@ -62,14 +77,18 @@ fn resolve_using(
     };
     let version = found.version.or_else(|| kernel_version(&source)).or_else(|| kernel_version(&vmlinux));
     let modules_dir = version.as_deref().and_then(|v| roots.modules_dir(v));
-    Ok(ResolvedKernel {
-        vmlinux: vmlinux_path,
-        source: path,
-        version,
-        modules_dir,
-        pvh_entry,
-        sha256: sha256_hex(&vmlinux),
-    })
+    let sha256 = sha256_hex(&vmlinux);
+    if let Some(index_path) = &index_path {
+        let entry = index::Entry {
+            vmlinux: vmlinux_path.clone(),
+            vmlinux_len: vmlinux.len() as u64,
+            pvh_entry,
+            sha256: sha256.clone(),
+            version: version.clone(),
+        };
+        index::store(index_path, &entry);
+    }
+    Ok(ResolvedKernel { vmlinux: vmlinux_path, source: path, version, modules_dir, pvh_entry, sha256 })
 }
 
 /// Attaches the kernel's path; a missing PVH note gets its own error.
