@@ -22,9 +22,7 @@ pub fn usage_error(e: clap::Error) -> ! {
     ) {
         e.exit();
     }
-    let rendered = e.render().to_string();
-    let line = rendered.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-    eprintln!("nestbox: {line}");
+    eprintln!("nestbox: {}", one_line(&e.render().to_string()));
     std::process::exit(USAGE);
 }
 
@@ -39,4 +37,30 @@ pub fn exit(code: i32) -> ! {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     std::process::exit(code);
+}
+
+/// clap's message without its usage and hint lines, joined into one line.
+fn one_line(rendered: &str) -> String {
+    let text = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let text = text.trim_start_matches("error: ");
+    if text.is_empty() { "invalid arguments".into() } else { text.to_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn test_one_line_drops_usage_and_hint() {
+        let rendered = "error: the following required arguments were not provided:\n  <CMD>...\n\nUsage: nestbox run -- <CMD>...\n\nFor more information, try '--help'.\n";
+        assert_eq!(super::one_line(rendered), "the following required arguments were not provided: <CMD>...");
+        assert_eq!(
+            super::one_line("error: invalid value 'x' for '--cpus <N>': bad\n"),
+            "invalid value 'x' for '--cpus <N>': bad"
+        );
+    }
 }

@@ -26,6 +26,8 @@ use crate::{EngineError, Home, agent_binary, ids};
 const MAX_SOCKET_PATH: usize = 107;
 /// How often the agent socket is tried while QEMU creates it.
 const CONNECT_RETRY: Duration = Duration::from_millis(5);
+/// How long a failed handshake waits to see whether the VM is exiting.
+const EXIT_SETTLE: Duration = Duration::from_millis(500);
 /// Read size for forwarding stdin.
 const STDIN_CHUNK: usize = 64 * 1024;
 
@@ -204,22 +206,28 @@ async fn connect_agent(vm: &dyn VmHandle, deadline: Duration) -> Result<AgentCli
     let AgentEndpoint::Unix(path) = vm.agent_endpoint() else {
         unreachable!("the QEMU backend exposes the agent as a Unix socket");
     };
-    let started = Instant::now();
+    let exited = |report| EngineError::VmExited { report, console: vm.console_tail(CONSOLE_TAIL_LINES) };
     let connect = async {
         loop {
-            match UnixStream::connect(path).await {
-                Ok(stream) => break AgentClient::connect(stream).await.map(|(client, _)| client),
-                Err(_) if started.elapsed() < deadline => tokio::time::sleep(CONNECT_RETRY).await,
-                Err(e) => break Err(e.into()),
+            if let Ok(stream) = UnixStream::connect(path).await {
+                match AgentClient::connect(stream).await {
+                    Ok((client, _welcome)) => return Ok(client),
+                    // A VM that died takes the connection with it: report the VM, not the socket.
+                    Err(e) => match tokio::time::timeout(EXIT_SETTLE, vm.wait()).await {
+                        Ok(report) => return Err(exited(report)),
+                        Err(_) => tracing::debug!("agent handshake failed, retrying: {e}"),
+                    },
+                }
             }
+            tokio::time::sleep(CONNECT_RETRY).await;
         }
     };
     tokio::select! {
         r = tokio::time::timeout(deadline, connect) => match r {
-            Ok(client) => Ok(client?),
+            Ok(client) => client,
             Err(_) => Err(EngineError::BootTimeout { waited: deadline, console: vm.console_tail(CONSOLE_TAIL_LINES) }),
         },
-        report = vm.wait() => Err(EngineError::VmExited { report, console: vm.console_tail(CONSOLE_TAIL_LINES) }),
+        report = vm.wait() => Err(exited(report)),
     }
 }
 

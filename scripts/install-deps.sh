@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what nestbox needs on a Debian or Ubuntu host, skipping what is already there:
+# QEMU (the hypervisor that runs here), a guest kernel when /boot has none, a static busybox
+# (the default image's userland), e2fsprogs (ext4 images), libclang (bindgen), and
+# cargo-nextest (the test runner). Safe to run again.
+set -euo pipefail
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+{ [ -x /bin/busybox ] && ! file -L /bin/busybox 2>/dev/null | grep -q 'dynamically linked'; } || need+=(busybox-static)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+command -v file >/dev/null || need+=(file)
+
+# A guest kernel: any /boot/vmlinuz-* with its modules will do.
+have_kernel=no
+for k in /boot/vmlinuz-*; do
+  [ -e "$k" ] || continue
+  v=${k#/boot/vmlinuz-}
+  [ -d "/lib/modules/$v" ] && have_kernel=yes
+done
+if [ "$have_kernel" = no ]; then
+  . /etc/os-release
+  case "${ID:-}" in
+    ubuntu) need+=(linux-image-virtual) ;;
+    *) need+=(linux-image-cloud-amd64) ;;
+  esac
+fi
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo not found: install Rust 1.95 or newer (https://rustup.rs)" >&2
+  exit 1
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
