@@ -80,10 +80,7 @@ pub fn encode_checked(stream: u32, msg: &Message, out: &mut Vec<u8>) -> Result<(
     let len = (out.len() - start - 4) as u64;
     if len > u64::from(MAX_FRAME_SIZE) {
         out.truncate(start);
-        return Err(ProtocolError::FrameTooLarge {
-            len,
-            max: MAX_FRAME_SIZE,
-        });
+        return Err(ProtocolError::FrameTooLarge { len, max: MAX_FRAME_SIZE });
     }
     Ok(())
 }
@@ -109,10 +106,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(u32, Message, usize)>, ProtocolError
 
 fn check_len(len: u32) -> Result<(), ProtocolError> {
     if len > MAX_FRAME_SIZE {
-        return Err(ProtocolError::FrameTooLarge {
-            len: u64::from(len),
-            max: MAX_FRAME_SIZE,
-        });
+        return Err(ProtocolError::FrameTooLarge { len: u64::from(len), max: MAX_FRAME_SIZE });
     }
     if len < STREAM_ID_LEN {
         return Err(ProtocolError::FrameTooShort { len });
@@ -123,11 +117,7 @@ fn check_len(len: u32) -> Result<(), ProtocolError> {
 fn decode_body(stream: u32, body: &[u8], consumed: usize) -> Result<Message, ProtocolError> {
     let mut reader = body;
     let msg: Message =
-        ciborium::from_reader(&mut reader).map_err(|source| ProtocolError::BadBody {
-            stream,
-            consumed,
-            source,
-        })?;
+        ciborium::from_reader(&mut reader).map_err(|source| ProtocolError::BadBody { stream, consumed, source })?;
     if !reader.is_empty() {
         return Err(ProtocolError::BadBody {
             stream,
@@ -202,10 +192,7 @@ mod tests {
     #[test]
     fn test_decode_rejects_short_prefix() {
         let buf = [0, 0, 0, 2, 0, 0];
-        assert!(matches!(
-            decode(&buf),
-            Err(ProtocolError::FrameTooShort { len: 2 })
-        ));
+        assert!(matches!(decode(&buf), Err(ProtocolError::FrameTooShort { len: 2 })));
     }
 
     #[test]
@@ -213,25 +200,16 @@ mod tests {
         let mut buf = vec![0, 0, 0, 6, 0, 0, 0, 3, 0xff, 0xff];
         buf.extend_from_slice(b"next");
         match decode(&buf) {
-            Err(ProtocolError::BadBody {
-                stream: 3,
-                consumed: 10,
-                ..
-            }) => {}
+            Err(ProtocolError::BadBody { stream: 3, consumed: 10, .. }) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
 
     #[test]
     fn test_encode_checked_refuses_huge_chunk() {
-        let msg = Message::ExecStdout {
-            data: ByteBuf::from(vec![0u8; MAX_FRAME_SIZE as usize]),
-        };
+        let msg = Message::ExecStdout { data: ByteBuf::from(vec![0u8; MAX_FRAME_SIZE as usize]) };
         let mut buf = vec![1, 2, 3];
-        assert!(matches!(
-            encode_checked(1, &msg, &mut buf),
-            Err(ProtocolError::FrameTooLarge { .. })
-        ));
+        assert!(matches!(encode_checked(1, &msg, &mut buf), Err(ProtocolError::FrameTooLarge { .. })));
         assert_eq!(buf, [1, 2, 3]);
     }
 
@@ -242,14 +220,8 @@ mod tests {
         let mut buf = Vec::new();
         encode(1, &Message::ExecSignal { signal: 2 }, &mut buf);
         let mut cut: &[u8] = &buf[..buf.len() - 1];
-        assert!(matches!(
-            read_frame(&mut cut),
-            Err(ProtocolError::Truncated)
-        ));
+        assert!(matches!(read_frame(&mut cut), Err(ProtocolError::Truncated)));
         let mut full: &[u8] = &buf;
-        assert_eq!(
-            read_frame(&mut full).unwrap(),
-            Some((1, Message::ExecSignal { signal: 2 }))
-        );
+        assert_eq!(read_frame(&mut full).unwrap(), Some((1, Message::ExecSignal { signal: 2 })));
     }
 }

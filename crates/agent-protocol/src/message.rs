@@ -163,10 +163,7 @@ impl Message {
 
     /// Builds an `error` message.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Message {
-        Message::Error(ErrorMessage {
-            code,
-            message: message.into(),
-        })
+        Message::Error(ErrorMessage { code, message: message.into() })
     }
 }
 
@@ -181,11 +178,7 @@ mod tests {
         ciborium::into_writer(&msg, &mut buf).unwrap();
         let value: ciborium::Value = ciborium::from_reader(buf.as_slice()).unwrap();
         let map = value.as_map().unwrap();
-        let tag = map
-            .iter()
-            .find(|(k, _)| k.as_text() == Some("type"))
-            .and_then(|(_, v)| v.as_text())
-            .unwrap();
+        let tag = map.iter().find(|(k, _)| k.as_text() == Some("type")).and_then(|(_, v)| v.as_text()).unwrap();
         assert_eq!(tag, msg.name());
     }
 }

@@ -29,8 +29,7 @@ use crate::session::{CHECK_INTERVAL_MS, Shared};
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The environment every exec starts from; request pairs override or extend it.
-pub const DEFAULT_ENV: [(&str, &str); 3] =
-    [("PATH", DEFAULT_PATH), ("HOME", "/root"), ("TERM", "linux")];
+pub const DEFAULT_ENV: [(&str, &str); 3] = [("PATH", DEFAULT_PATH), ("HOME", "/root"), ("TERM", "linux")];
 
 /// How long output may still arrive after the process was reaped.
 pub const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(100);
@@ -114,10 +113,7 @@ impl Gate {
 /// Handles `exec.start` on `stream`; every outcome ends in `exec.exited` or `error`.
 pub fn start(stream: u32, req: ExecStart, shared: &Arc<Shared>) {
     let Some(argv0) = req.argv.first().cloned() else {
-        shared.send(
-            stream,
-            &Message::error(ErrorCode::BadRequest, "argv is empty"),
-        );
+        shared.send(stream, &Message::error(ErrorCode::BadRequest, "argv is empty"));
         return;
     };
     if let Some(cwd) = &req.cwd
@@ -127,12 +123,7 @@ pub fn start(stream: u32, req: ExecStart, shared: &Arc<Shared>) {
             Ok(_) => "Not a directory".to_string(),
             Err(e) => strip_os_suffix(&e),
         };
-        fail(
-            stream,
-            shared,
-            EXIT_CANNOT_RUN,
-            &format!("nestbox-agent: cd: {cwd}: {why}\n"),
-        );
+        fail(stream, shared, EXIT_CANNOT_RUN, &format!("nestbox-agent: cd: {cwd}: {why}\n"));
         return;
     }
 
@@ -140,11 +131,7 @@ pub fn start(stream: u32, req: ExecStart, shared: &Arc<Shared>) {
     cmd.args(&req.argv[1..])
         .env_clear()
         .envs(environment(&req.env))
-        .stdin(if req.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if req.stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(cwd) = &req.cwd {
@@ -169,18 +156,10 @@ pub fn start(stream: u32, req: ExecStart, shared: &Arc<Shared>) {
     };
     let pid = child.id() as i32;
     let stdin_tx = child.stdin.take().and_then(|stdin| start_stdin(stdin).ok());
-    shared.execs().insert(
-        stream,
-        ExecEntry {
-            pid,
-            stdin: stdin_tx,
-        },
-    );
+    shared.execs().insert(stream, ExecEntry { pid, stdin: stdin_tx });
     shared.send(stream, &Message::ExecStarted { pid: pid as u32 });
 
-    let gate = Arc::new(Gate {
-        closed: Mutex::new(false),
-    });
+    let gate = Arc::new(Gate { closed: Mutex::new(false) });
     let (done_tx, done_rx) = mpsc::channel();
     let mut pumps = 0;
     if let Some(out) = child.stdout.take() {
@@ -195,36 +174,20 @@ pub fn start(stream: u32, req: ExecStart, shared: &Arc<Shared>) {
     let waiter = std::thread::Builder::new()
         .name("exec-wait".into())
         .stack_size(crate::THREAD_STACK)
-        .spawn(move || {
-            wait_and_report(
-                stream,
-                pid,
-                timeout,
-                status_rx,
-                done_rx,
-                pumps,
-                &gate,
-                &waiter_shared,
-            )
-        });
+        .spawn(move || wait_and_report(stream, pid, timeout, status_rx, done_rx, pumps, &gate, &waiter_shared));
     if let Err(e) = waiter {
         // Without a waiter nobody would report this exec: stop it and say so.
         // SAFETY: kill has no memory effects.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
         shared.execs().remove(&stream);
-        shared.send(
-            stream,
-            &Message::error(ErrorCode::Internal, format!("no waiter thread: {e}")),
-        );
+        shared.send(stream, &Message::error(ErrorCode::Internal, format!("no waiter thread: {e}")));
     }
 }
 
 /// The default environment with the request's pairs applied in order.
 fn environment(extra: &[(String, String)]) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = DEFAULT_ENV
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-        .collect();
+    let mut env: Vec<(String, String)> =
+        DEFAULT_ENV.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
     for (k, v) in extra {
         match env.iter_mut().find(|(key, _)| key == k) {
             Some(slot) => slot.1 = v.clone(),
@@ -237,34 +200,15 @@ fn environment(extra: &[(String, String)]) -> Vec<(String, String)> {
 fn spawn_failed(stream: u32, shared: &Shared, argv0: &str, err: &io::Error) {
     let errno = err.raw_os_error().unwrap_or(0);
     match errno {
-        libc::ENOENT if argv0.contains('/') => fail(
-            stream,
-            shared,
-            EXIT_NOT_FOUND,
-            &format!("nestbox-agent: {argv0}: No such file or directory\n"),
-        ),
-        libc::ENOENT => fail(
-            stream,
-            shared,
-            EXIT_NOT_FOUND,
-            &format!("nestbox-agent: {argv0}: command not found\n"),
-        ),
+        libc::ENOENT if argv0.contains('/') => {
+            fail(stream, shared, EXIT_NOT_FOUND, &format!("nestbox-agent: {argv0}: No such file or directory\n"))
+        }
+        libc::ENOENT => fail(stream, shared, EXIT_NOT_FOUND, &format!("nestbox-agent: {argv0}: command not found\n")),
         // Resource exhaustion in the agent, not a property of the command.
         libc::EAGAIN | libc::ENOMEM | libc::EMFILE | libc::ENFILE => {
-            shared.send(
-                stream,
-                &Message::error(
-                    ErrorCode::SpawnFailed,
-                    format!("cannot start {argv0}: {err}"),
-                ),
-            );
+            shared.send(stream, &Message::error(ErrorCode::SpawnFailed, format!("cannot start {argv0}: {err}")));
         }
-        _ => fail(
-            stream,
-            shared,
-            EXIT_CANNOT_RUN,
-            &format!("nestbox-agent: {argv0}: {}\n", strip_os_suffix(err)),
-        ),
+        _ => fail(stream, shared, EXIT_CANNOT_RUN, &format!("nestbox-agent: {argv0}: {}\n", strip_os_suffix(err))),
     }
 }
 
@@ -278,38 +222,23 @@ fn strip_os_suffix(err: &io::Error) -> String {
 }
 
 fn fail(stream: u32, shared: &Shared, code: i32, stderr: &str) {
-    shared.send(
-        stream,
-        &Message::ExecStderr {
-            data: ByteBuf::from(stderr.as_bytes().to_vec()),
-        },
-    );
-    shared.send(
-        stream,
-        &Message::ExecExited(Exited {
-            code: Some(code),
-            signal: None,
-            timed_out: false,
-        }),
-    );
+    shared.send(stream, &Message::ExecStderr { data: ByteBuf::from(stderr.as_bytes().to_vec()) });
+    shared.send(stream, &Message::ExecExited(Exited { code: Some(code), signal: None, timed_out: false }));
 }
 
 fn start_stdin(mut stdin: ChildStdin) -> io::Result<Sender<StdinCmd>> {
     let (tx, rx) = mpsc::channel::<StdinCmd>();
-    std::thread::Builder::new()
-        .name("exec-stdin".into())
-        .stack_size(crate::THREAD_STACK)
-        .spawn(move || {
-            let mut broken = false;
-            while let Ok(cmd) = rx.recv() {
-                match cmd {
-                    // After EPIPE the bytes have nowhere to go; keep draining the channel.
-                    StdinCmd::Data(data) if !broken => broken = stdin.write_all(&data).is_err(),
-                    StdinCmd::Data(_) => {}
-                    StdinCmd::Close => return,
-                }
+    std::thread::Builder::new().name("exec-stdin".into()).stack_size(crate::THREAD_STACK).spawn(move || {
+        let mut broken = false;
+        while let Ok(cmd) = rx.recv() {
+            match cmd {
+                // After EPIPE the bytes have nowhere to go; keep draining the channel.
+                StdinCmd::Data(data) if !broken => broken = stdin.write_all(&data).is_err(),
+                StdinCmd::Data(_) => {}
+                StdinCmd::Close => return,
             }
-        })?;
+        }
+    })?;
     Ok(tx)
 }
 
@@ -325,10 +254,8 @@ fn spawn_pump<R: Read + AsFd + Send + 'static>(
     let gate = Arc::clone(gate);
     let shared = Arc::clone(shared);
     let done = done.clone();
-    let spawned = std::thread::Builder::new()
-        .name("exec-out".into())
-        .stack_size(crate::THREAD_STACK)
-        .spawn(move || {
+    let spawned =
+        std::thread::Builder::new().name("exec-out".into()).stack_size(crate::THREAD_STACK).spawn(move || {
             pump(pipe, stream, is_stderr, &gate, &shared);
             let _ = done.send(());
         });
@@ -355,11 +282,7 @@ fn pump(mut pipe: impl Read + AsFd, stream: u32, is_stderr: bool, gate: &Gate, s
             Err(_) => return,
         };
         let data = ByteBuf::from(buf[..n].to_vec());
-        let msg = if is_stderr {
-            Message::ExecStderr { data }
-        } else {
-            Message::ExecStdout { data }
-        };
+        let msg = if is_stderr { Message::ExecStderr { data } } else { Message::ExecStdout { data } };
         if !gate.send(shared, stream, &msg) {
             return;
         }
@@ -391,10 +314,7 @@ fn wait_and_report(
         },
         None => status_rx.recv().ok(),
     };
-    let info = info.unwrap_or(ExitInfo {
-        code: None,
-        signal: None,
-    });
+    let info = info.unwrap_or(ExitInfo { code: None, signal: None });
     let deadline = Instant::now() + DRAIN_AFTER_EXIT;
     for _ in 0..pumps {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -406,11 +326,7 @@ fn wait_and_report(
     gate.close_and_send(
         shared,
         stream,
-        &Message::ExecExited(Exited {
-            code: info.code,
-            signal: info.signal,
-            timed_out,
-        }),
+        &Message::ExecExited(Exited { code: info.code, signal: info.signal, timed_out }),
     );
 }
 
@@ -420,11 +336,8 @@ mod tests {
 
     #[test]
     fn test_environment_overrides_and_extends_defaults() {
-        let env = environment(&[
-            ("HOME".into(), "/home/x".into()),
-            ("FOO".into(), "1".into()),
-            ("FOO".into(), "2".into()),
-        ]);
+        let env =
+            environment(&[("HOME".into(), "/home/x".into()), ("FOO".into(), "1".into()), ("FOO".into(), "2".into())]);
         assert_eq!(
             env,
             vec![

@@ -53,18 +53,14 @@ const MOUNTS: [MountSpec; 7] = [
         source: "proc",
         target: "/proc",
         fstype: "proc",
-        flags: MsFlags::MS_NOSUID
-            .union(MsFlags::MS_NODEV)
-            .union(MsFlags::MS_NOEXEC),
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC),
         data: None,
     },
     MountSpec {
         source: "sysfs",
         target: "/sys",
         fstype: "sysfs",
-        flags: MsFlags::MS_NOSUID
-            .union(MsFlags::MS_NODEV)
-            .union(MsFlags::MS_NOEXEC),
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC),
         data: None,
     },
     MountSpec {
@@ -170,17 +166,10 @@ pub fn open_agent_port() -> std::io::Result<File> {
     let deadline = Instant::now() + PORT_DEADLINE;
     loop {
         if let Some(dev) = find_port(Path::new(VIRTIO_PORTS_DIR)) {
-            return OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(dev);
+            return OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK).open(dev);
         }
         if Instant::now() >= deadline {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("no virtio port named {PORT_NAME}"),
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("no virtio port named {PORT_NAME}")));
         }
         std::thread::sleep(PORT_POLL);
     }
@@ -223,10 +212,7 @@ mod tests {
     #[test]
     fn test_find_port_matches_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        for (port, name) in [
-            ("vport0p1", "org.qemu.guest_agent.0\n"),
-            ("vport0p2", "nestbox.agent\n"),
-        ] {
+        for (port, name) in [("vport0p1", "org.qemu.guest_agent.0\n"), ("vport0p2", "nestbox.agent\n")] {
             std::fs::create_dir(dir.path().join(port)).unwrap();
             std::fs::write(dir.path().join(port).join("name"), name).unwrap();
         }

@@ -35,12 +35,7 @@ fn main() -> ExitCode {
     if std::process::id() == 1 {
         init_main();
     }
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["--stdio"] => {
             let stdin = std::io::stdin();
             let stdout = std::io::stdout();
@@ -117,9 +112,7 @@ fn wait_for_host(port: &impl AsFd) {
     loop {
         let mut fds = [PollFd::new(port.as_fd(), PollFlags::POLLIN)];
         let hup = match poll(&mut fds, PollTimeout::from(RECONNECT_POLL_MS)) {
-            Ok(_) => fds[0]
-                .revents()
-                .is_some_and(|r| r.contains(PollFlags::POLLHUP)),
+            Ok(_) => fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLHUP)),
             Err(_) => true,
         };
         if !hup {

@@ -50,25 +50,16 @@ pub struct Reaper {
 impl Reaper {
     /// Starts the reaper thread.
     pub fn start() -> io::Result<Arc<Reaper>> {
-        let reaper = Arc::new(Reaper {
-            state: Mutex::new(State::default()),
-            wake: Condvar::new(),
-            spawn_lock: Mutex::new(()),
-        });
+        let reaper =
+            Arc::new(Reaper { state: Mutex::new(State::default()), wake: Condvar::new(), spawn_lock: Mutex::new(()) });
         let r = Arc::clone(&reaper);
-        std::thread::Builder::new()
-            .name("reaper".into())
-            .stack_size(crate::THREAD_STACK)
-            .spawn(move || r.run())?;
+        std::thread::Builder::new().name("reaper".into()).stack_size(crate::THREAD_STACK).spawn(move || r.run())?;
         Ok(reaper)
     }
 
     /// Spawns `cmd` and registers its pid; the receiver yields its exit status.
     pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, Receiver<ExitInfo>)> {
-        let _guard = self
-            .spawn_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _guard = self.spawn_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let child = cmd.spawn()?;
         let (tx, rx) = mpsc::channel();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -90,10 +81,7 @@ impl Reaper {
                 Err(Errno::ECHILD) => {
                     let state = self.lock_state();
                     if state.generation == generation {
-                        let _ = self
-                            .wake
-                            .wait_timeout(state, IDLE_RECHECK)
-                            .unwrap_or_else(PoisonError::into_inner);
+                        let _ = self.wake.wait_timeout(state, IDLE_RECHECK).unwrap_or_else(PoisonError::into_inner);
                     }
                 }
                 Err(Errno::EINTR) => {}
@@ -106,20 +94,11 @@ impl Reaper {
     }
 
     fn reap(&self, pid: Pid) {
-        let _guard = self
-            .spawn_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _guard = self.spawn_lock.lock().unwrap_or_else(PoisonError::into_inner);
         // WNOHANG: std may have reaped it already (failed exec) and the pid been reused.
         let info = match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => ExitInfo {
-                code: Some(code),
-                signal: None,
-            },
-            Ok(WaitStatus::Signaled(_, sig, _)) => ExitInfo {
-                code: None,
-                signal: Some(sig as i32),
-            },
+            Ok(WaitStatus::Exited(_, code)) => ExitInfo { code: Some(code), signal: None },
+            Ok(WaitStatus::Signaled(_, sig, _)) => ExitInfo { code: None, signal: Some(sig as i32) },
             Ok(_) | Err(_) => return,
         };
         if let Some(tx) = self.lock_state().waiters.remove(&pid.as_raw()) {
@@ -147,40 +126,19 @@ mod tests {
     #[test]
     fn test_reaper_delivers_exit_code_and_signal() {
         let reaper = shared();
-        let (_c, rx) = reaper
-            .spawn(Command::new("sh").args(["-c", "exit 7"]))
-            .unwrap();
-        let (_c2, rx2) = reaper
-            .spawn(Command::new("sh").args(["-c", "kill -KILL $$"]))
-            .unwrap();
+        let (_c, rx) = reaper.spawn(Command::new("sh").args(["-c", "exit 7"])).unwrap();
+        let (_c2, rx2) = reaper.spawn(Command::new("sh").args(["-c", "kill -KILL $$"])).unwrap();
         let timeout = Duration::from_secs(10);
-        assert_eq!(
-            rx.recv_timeout(timeout).unwrap(),
-            ExitInfo {
-                code: Some(7),
-                signal: None
-            }
-        );
-        assert_eq!(
-            rx2.recv_timeout(timeout).unwrap(),
-            ExitInfo {
-                code: None,
-                signal: Some(9)
-            }
-        );
+        assert_eq!(rx.recv_timeout(timeout).unwrap(), ExitInfo { code: Some(7), signal: None });
+        assert_eq!(rx2.recv_timeout(timeout).unwrap(), ExitInfo { code: None, signal: Some(9) });
     }
 
     #[test]
     fn test_reaper_survives_failed_exec() {
         let reaper = shared();
-        let err = reaper
-            .spawn(&mut Command::new("/nonexistent/nestbox-test"))
-            .unwrap_err();
+        let err = reaper.spawn(&mut Command::new("/nonexistent/nestbox-test")).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
         let (_c, rx) = reaper.spawn(&mut Command::new("true")).unwrap();
-        assert_eq!(
-            rx.recv_timeout(Duration::from_secs(10)).unwrap().code,
-            Some(0)
-        );
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap().code, Some(0));
     }
 }

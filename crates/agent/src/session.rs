@@ -15,8 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use nestbox_agent_protocol::{
-    CONTROL_STREAM, ErrorCode, Hello, Message, PROTOCOL_VERSION, ProtocolError, Welcome, decode,
-    encode,
+    CONTROL_STREAM, ErrorCode, Hello, Message, PROTOCOL_VERSION, ProtocolError, Welcome, decode, encode,
 };
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -84,12 +83,7 @@ enum Step {
 /// Serves one session: `input` is read, `output` is written (they may be the same fd).
 pub fn serve(input: BorrowedFd<'_>, output: BorrowedFd<'_>, reaper: Arc<Reaper>) -> EndReason {
     let (tx, rx) = mpsc::sync_channel(WRITE_QUEUE_FRAMES);
-    let shared = Arc::new(Shared {
-        tx,
-        ended: AtomicBool::new(false),
-        execs: Mutex::new(HashMap::new()),
-        reaper,
-    });
+    let shared = Arc::new(Shared { tx, ended: AtomicBool::new(false), execs: Mutex::new(HashMap::new()), reaper });
     let reason = std::thread::scope(|scope| {
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -194,21 +188,13 @@ fn read_loop(fd: BorrowedFd<'_>, shared: &Arc<Shared>) -> EndReason {
                     }
                 }
                 Ok(None) => break Step::Continue,
-                Err(ProtocolError::BadBody {
-                    stream, consumed, ..
-                }) => {
+                Err(ProtocolError::BadBody { stream, consumed, .. }) => {
                     off += consumed;
-                    shared.send(
-                        stream,
-                        &Message::error(ErrorCode::BadRequest, "undecodable message"),
-                    );
+                    shared.send(stream, &Message::error(ErrorCode::BadRequest, "undecodable message"));
                 }
                 Err(e) => {
                     // A bad length prefix: framing is lost for good.
-                    shared.send(
-                        CONTROL_STREAM,
-                        &Message::error(ErrorCode::BadRequest, e.to_string()),
-                    );
+                    shared.send(CONTROL_STREAM, &Message::error(ErrorCode::BadRequest, e.to_string()));
                     break Step::End(EndReason::Disconnected);
                 }
             }
@@ -233,10 +219,7 @@ fn handle(stream: u32, msg: Message, greeted: &mut bool, shared: &Arc<Shared>) -
                     shared.send(CONTROL_STREAM, &Message::Welcome(w));
                 }
                 Err(text) => {
-                    shared.send(
-                        CONTROL_STREAM,
-                        &Message::error(ErrorCode::UnsupportedVersion, text),
-                    );
+                    shared.send(CONTROL_STREAM, &Message::error(ErrorCode::UnsupportedVersion, text));
                 }
             }
             Step::Continue
@@ -245,10 +228,7 @@ fn handle(stream: u32, msg: Message, greeted: &mut bool, shared: &Arc<Shared>) -
         Message::GuestPoweroff if stream == CONTROL_STREAM => Step::End(EndReason::Poweroff),
         Message::ExecStart(req) if stream != CONTROL_STREAM => {
             if shared.execs().contains_key(&stream) {
-                return refuse(
-                    ErrorCode::BadRequest,
-                    format!("stream {stream} already runs an exec"),
-                );
+                return refuse(ErrorCode::BadRequest, format!("stream {stream} already runs an exec"));
             }
             exec::start(stream, req, shared);
             Step::Continue
@@ -256,9 +236,7 @@ fn handle(stream: u32, msg: Message, greeted: &mut bool, shared: &Arc<Shared>) -
         Message::ExecStdin { data } if stream != CONTROL_STREAM => {
             with_exec(stream, shared, |e| e.stdin_data(data.into_vec()))
         }
-        Message::ExecStdinClose if stream != CONTROL_STREAM => {
-            with_exec(stream, shared, ExecEntry::stdin_close)
-        }
+        Message::ExecStdinClose if stream != CONTROL_STREAM => with_exec(stream, shared, ExecEntry::stdin_close),
         Message::ExecSignal { signal } if stream != CONTROL_STREAM => {
             if !(1..=libc::SIGRTMAX()).contains(&signal) {
                 return refuse(ErrorCode::BadRequest, format!("bad signal {signal}"));
@@ -268,24 +246,14 @@ fn handle(stream: u32, msg: Message, greeted: &mut bool, shared: &Arc<Shared>) -
                 Ok(())
             })
         }
-        other => refuse(
-            ErrorCode::BadRequest,
-            format!("{} not allowed on stream {stream}", other.name()),
-        ),
+        other => refuse(ErrorCode::BadRequest, format!("{} not allowed on stream {stream}", other.name())),
     }
 }
 
-fn with_exec(
-    stream: u32,
-    shared: &Shared,
-    f: impl FnOnce(&ExecEntry) -> Result<(), String>,
-) -> Step {
+fn with_exec(stream: u32, shared: &Shared, f: impl FnOnce(&ExecEntry) -> Result<(), String>) -> Step {
     let result = match shared.execs().get(&stream) {
         Some(entry) => f(entry).map_err(|m| (ErrorCode::BadRequest, m)),
-        None => Err((
-            ErrorCode::UnknownStream,
-            format!("no running exec on stream {stream}"),
-        )),
+        None => Err((ErrorCode::UnknownStream, format!("no running exec on stream {stream}"))),
     };
     if let Err((code, text)) = result {
         shared.send(stream, &Message::error(code, text));
@@ -308,9 +276,7 @@ fn welcome(hello: &Hello) -> Result<Welcome, String> {
 }
 
 fn kernel_release() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default()
+    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -318,11 +284,7 @@ mod tests {
     use super::*;
 
     fn hello(min: u16, max: u16) -> Hello {
-        Hello {
-            min_version: min,
-            max_version: max,
-            client: "t".into(),
-        }
+        Hello { min_version: min, max_version: max, client: "t".into() }
     }
 
     #[test]

@@ -10,11 +10,7 @@ use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 
 fn code(c: i32) -> Option<Exited> {
-    Some(Exited {
-        code: Some(c),
-        signal: None,
-        timed_out: false,
-    })
+    Some(Exited { code: Some(c), signal: None, timed_out: false })
 }
 
 #[test]
@@ -47,14 +43,7 @@ fn test_exit_code_and_stderr() {
 fn test_signal_exit() {
     let (mut agent, _) = Agent::spawn();
     let out = agent.run(1, sh("kill -TERM $$"));
-    assert_eq!(
-        out.exited,
-        Some(Exited {
-            code: None,
-            signal: Some(15),
-            timed_out: false
-        })
-    );
+    assert_eq!(out.exited, Some(Exited { code: None, signal: Some(15), timed_out: false }));
 }
 
 #[test]
@@ -62,10 +51,7 @@ fn test_missing_command_exits_127_with_message() {
     let (mut agent, _) = Agent::spawn();
     let out = agent.run(1, exec(&["nestbox-no-such-command"]));
     assert!(out.pid.is_none());
-    assert_eq!(
-        String::from_utf8(out.stderr).unwrap(),
-        "nestbox-agent: nestbox-no-such-command: command not found\n"
-    );
+    assert_eq!(String::from_utf8(out.stderr).unwrap(), "nestbox-agent: nestbox-no-such-command: command not found\n");
     assert_eq!(out.exited, code(127));
 }
 
@@ -77,11 +63,7 @@ fn test_non_executable_exits_126() {
     let (mut agent, _) = Agent::spawn();
     let out = agent.run(1, exec(&[file.to_str().unwrap()]));
     assert_eq!(out.exited, code(126));
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("Permission denied")
-    );
+    assert!(String::from_utf8(out.stderr).unwrap().contains("Permission denied"));
 }
 
 #[test]
@@ -89,10 +71,7 @@ fn test_env_and_cwd() {
     let dir = tempfile::tempdir().unwrap();
     let (mut agent, _) = Agent::spawn();
     let mut req = sh("echo \"$FOO|$HOME|$TERM|$PATH\"; pwd");
-    req.env = vec![
-        ("FOO".into(), "bar baz".into()),
-        ("HOME".into(), "/h".into()),
-    ];
+    req.env = vec![("FOO".into(), "bar baz".into()), ("HOME".into(), "/h".into())];
     req.cwd = Some(dir.path().to_str().unwrap().into());
     let out = agent.run(1, req);
     let want = format!(
@@ -124,12 +103,7 @@ fn test_stdin_passthrough() {
     agent.send(1, &Message::ExecStart(req));
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     for chunk in data.chunks(nestbox_agent_protocol::MAX_CHUNK) {
-        agent.send(
-            1,
-            &Message::ExecStdin {
-                data: ByteBuf::from(chunk.to_vec()),
-            },
-        );
+        agent.send(1, &Message::ExecStdin { data: ByteBuf::from(chunk.to_vec()) });
     }
     agent.send(1, &Message::ExecStdinClose);
     let out = agent.collect(1);
@@ -150,10 +124,7 @@ fn test_stdin_is_dev_null_without_stdin_flag() {
 fn test_sixteen_concurrent_execs() {
     let (mut agent, _) = Agent::spawn();
     for i in 1..=16u32 {
-        agent.send(
-            i,
-            &Message::ExecStart(sh(&format!("sleep 0.3; echo stream-{i}; exit {i}"))),
-        );
+        agent.send(i, &Message::ExecStart(sh(&format!("sleep 0.5; echo stream-{i}; exit {i}"))));
     }
     let started = Instant::now();
     for i in 1..=16u32 {
@@ -161,12 +132,8 @@ fn test_sixteen_concurrent_execs() {
         assert_eq!(out.stdout, format!("stream-{i}\n").as_bytes());
         assert_eq!(out.exited, code(i as i32));
     }
-    // They ran at once, not one after another (16 × 0.3 s).
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
+    // They ran at once, not one after another (16 × 0.5 s).
+    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
 }
 
 #[test]
@@ -178,20 +145,15 @@ fn test_timeout_kills_process_group() {
     let out = agent.run(1, req);
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(out.stdout, b"");
-    assert_eq!(
-        out.exited,
-        Some(Exited {
-            code: None,
-            signal: Some(9),
-            timed_out: true
-        })
-    );
+    assert_eq!(out.exited, Some(Exited { code: None, signal: Some(9), timed_out: true }));
 }
 
 #[test]
 fn test_signal_message_reaches_process_group() {
     let (mut agent, _) = Agent::spawn();
-    agent.send(1, &Message::ExecStart(sh("echo ready; sleep 30")));
+    // `exec`: dash blocks signals around its fork, so a signal landing in that
+    // window would wait for a forked sleep to finish.
+    agent.send(1, &Message::ExecStart(sh("echo ready; exec sleep 30")));
     assert!(matches!(agent.recv(1), Message::ExecStarted { .. }));
     assert!(matches!(agent.recv(1), Message::ExecStdout { .. }));
     agent.send(1, &Message::ExecSignal { signal: 2 });
@@ -206,21 +168,14 @@ fn test_background_child_holding_pipes_does_not_block_exit() {
     let out = agent.run(1, sh("sleep 5 & echo done"));
     assert_eq!(out.stdout, b"done\n");
     assert_eq!(out.exited, code(0));
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }
 
 #[test]
 fn test_eight_mib_stdout_checksum() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("blob");
-    let script = format!(
-        "head -c 8388608 /dev/urandom > {f}; sha256sum {f} >&2; cat {f}",
-        f = file.display()
-    );
+    let script = format!("head -c 8388608 /dev/urandom > {f}; sha256sum {f} >&2; cat {f}", f = file.display());
     let (mut agent, _) = Agent::spawn();
     let out = agent.run(1, sh(&script));
     assert_eq!(out.exited, code(0));
@@ -246,14 +201,7 @@ fn test_hello_version_mismatch() {
         other => panic!("expected error, got {other:?}"),
     }
     // The session still accepts a compatible hello afterwards.
-    agent.send(
-        0,
-        &Message::Hello(Hello {
-            min_version: 1,
-            max_version: PROTOCOL_VERSION,
-            client: "now".into(),
-        }),
-    );
+    agent.send(0, &Message::Hello(Hello { min_version: 1, max_version: PROTOCOL_VERSION, client: "now".into() }));
     assert!(matches!(agent.recv(0), Message::Welcome(_)));
 }
 
@@ -289,10 +237,7 @@ fn test_eof_kills_running_execs_and_agent_exits() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("marker");
     let (mut agent, _) = Agent::spawn();
-    agent.send(
-        1,
-        &Message::ExecStart(sh(&format!("echo up; sleep 2; touch {}", marker.display()))),
-    );
+    agent.send(1, &Message::ExecStart(sh(&format!("echo up; sleep 2; touch {}", marker.display()))));
     assert!(matches!(agent.recv(1), Message::ExecStarted { .. }));
     assert!(matches!(agent.recv(1), Message::ExecStdout { .. }));
     agent.close_stdin();

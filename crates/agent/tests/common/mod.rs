@@ -7,9 +7,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
-use nestbox_agent_protocol::{
-    ExecStart, Exited, Hello, Message, PROTOCOL_VERSION, Welcome, read_frame, write_frame,
-};
+use nestbox_agent_protocol::{ExecStart, Exited, Hello, Message, PROTOCOL_VERSION, Welcome, read_frame, write_frame};
 
 /// How long any single expected frame may take.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
@@ -61,12 +59,7 @@ impl Agent {
                 }
             }
         });
-        Agent {
-            stdin: child.stdin.take(),
-            child,
-            frames: rx,
-            parked: HashMap::new(),
-        }
+        Agent { stdin: child.stdin.take(), child, frames: rx, parked: HashMap::new() }
     }
 
     /// Spawns the agent and completes the hello/welcome handshake.
@@ -74,11 +67,7 @@ impl Agent {
         let mut agent = Agent::spawn_raw();
         agent.send(
             0,
-            &Message::Hello(Hello {
-                min_version: 1,
-                max_version: PROTOCOL_VERSION,
-                client: "agent-tests".into(),
-            }),
+            &Message::Hello(Hello { min_version: 1, max_version: PROTOCOL_VERSION, client: "agent-tests".into() }),
         );
         match agent.recv(0) {
             Message::Welcome(w) => (agent, w),
@@ -102,10 +91,8 @@ impl Agent {
             return q.remove(0);
         }
         loop {
-            let (s, msg) = self
-                .frames
-                .recv_timeout(FRAME_TIMEOUT)
-                .unwrap_or_else(|e| panic!("no frame for stream {stream}: {e}"));
+            let (s, msg) =
+                self.frames.recv_timeout(FRAME_TIMEOUT).unwrap_or_else(|e| panic!("no frame for stream {stream}: {e}"));
             if s == stream {
                 return msg;
             }

@@ -1,0 +1,86 @@
+//! The client against a scripted fake agent over an in-memory duplex pipe.
+
+use std::time::Duration;
+
+use nestbox_agent_client::{AgentClient, ClientError, ErrorCode, ExecEvent, ExecRequest};
+use nestbox_agent_protocol::{ErrorMessage, Message, Welcome};
+use serde_bytes::ByteBuf;
+use tokio::io::DuplexStream;
+
+use nestbox_agent_client::{read_frame, write_frame};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn welcome() -> Message {
+    Message::Welcome(Welcome { version: 1, agent_version: "fake".into(), kernel_release: "fake-kernel".into() })
+}
+
+async fn expect(io: &mut DuplexStream) -> (u32, Message) {
+    tokio::time::timeout(LIMIT, read_frame(io)).await.expect("frame in time").expect("valid frame").expect("not eof")
+}
+
+#[tokio::test]
+async fn test_connection_loss_mid_exec_gives_closed() {
+    let (client_io, mut agent) = tokio::io::duplex(64 * 1024);
+    let fake = tokio::spawn(async move {
+        assert!(matches!(expect(&mut agent).await, (0, Message::Hello(_))));
+        write_frame(&mut agent, 0, &welcome()).await.unwrap();
+        let (stream, msg) = expect(&mut agent).await;
+        assert!(matches!(msg, Message::ExecStart(ref s) if s.argv == ["sleep", "9"]));
+        write_frame(&mut agent, stream, &Message::ExecStarted { pid: 77 }).await.unwrap();
+        let data = ByteBuf::from(b"partial".to_vec());
+        write_frame(&mut agent, stream, &Message::ExecStdout { data }).await.unwrap();
+        // Dropping `agent` closes the connection.
+    });
+    let (client, w) = AgentClient::connect(client_io).await.unwrap();
+    assert_eq!(w.kernel_release, "fake-kernel");
+    let mut exec = client.exec(ExecRequest::new(["sleep", "9"])).await.unwrap();
+    assert_eq!(exec.next_event().await, Some(ExecEvent::Started { pid: 77 }));
+    assert_eq!(exec.next_event().await, Some(ExecEvent::Stdout(bytes::Bytes::from_static(b"partial"))));
+    fake.await.unwrap();
+    assert!(matches!(exec.try_next_event().await, Err(ClientError::Closed)));
+    assert!(matches!(exec.try_next_event().await, Ok(None)));
+    assert!(matches!(client.exec(ExecRequest::new(["true"])).await, Err(ClientError::Closed)));
+    assert!(client.is_closed());
+    assert!(matches!(client.poweroff().await, Err(ClientError::Closed)));
+}
+
+#[tokio::test]
+async fn test_handshake_refusal_is_agent_error() {
+    let (client_io, mut agent) = tokio::io::duplex(4096);
+    tokio::spawn(async move {
+        expect(&mut agent).await;
+        let err = Message::Error(ErrorMessage { code: ErrorCode::UnsupportedVersion, message: "no".into() });
+        write_frame(&mut agent, 0, &err).await.unwrap();
+        expect(&mut agent).await;
+    });
+    match AgentClient::connect(client_io).await {
+        Err(ClientError::Agent { code, message }) => {
+            assert_eq!(code, ErrorCode::UnsupportedVersion);
+            assert_eq!(message, "no");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn test_refused_exec_is_agent_error_and_pending_exec_sees_close() {
+    let (client_io, mut agent) = tokio::io::duplex(4096);
+    let fake = tokio::spawn(async move {
+        expect(&mut agent).await;
+        write_frame(&mut agent, 0, &welcome()).await.unwrap();
+        let (stream, _) = expect(&mut agent).await;
+        let err = Message::Error(ErrorMessage { code: ErrorCode::BadRequest, message: "argv is empty".into() });
+        write_frame(&mut agent, stream, &err).await.unwrap();
+        // Second exec: never answered; the connection just ends.
+        expect(&mut agent).await;
+    });
+    let (client, _) = AgentClient::connect(client_io).await.unwrap();
+    match client.exec(ExecRequest::default()).await {
+        Err(ClientError::Agent { code, .. }) => assert_eq!(code, ErrorCode::BadRequest),
+        other => panic!("unexpected {other:?}"),
+    }
+    let pending = client.exec(ExecRequest::new(["true"]));
+    let (res, _) = tokio::join!(pending, fake);
+    assert!(matches!(res, Err(ClientError::Closed)));
+}
