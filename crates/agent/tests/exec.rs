@@ -253,3 +253,37 @@ fn test_poweroff_in_stdio_mode_ends_agent() {
     agent.send(0, &Message::GuestPoweroff);
     assert!(agent.child.wait().unwrap().success());
 }
+
+#[test]
+fn test_socket_mode_serves_one_session() {
+    use std::os::unix::net::UnixListener;
+
+    use nestbox_agent_protocol::{read_frame, write_frame};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let mut child =
+        std::process::Command::new(env!("CARGO_BIN_EXE_nestbox-agent")).arg("--socket").arg(&path).spawn().unwrap();
+    let (mut sock, _) = listener.accept().unwrap();
+    sock.set_read_timeout(Some(common::FRAME_TIMEOUT)).unwrap();
+    let hello = Hello { min_version: 1, max_version: PROTOCOL_VERSION, client: "sock".into() };
+    write_frame(&mut sock, 0, &Message::Hello(hello)).unwrap();
+    assert!(matches!(read_frame(&mut sock).unwrap(), Some((0, Message::Welcome(_)))));
+    write_frame(&mut sock, 1, &Message::ExecStart(exec(&["echo", "via-socket"]))).unwrap();
+    let mut stdout = Vec::new();
+    loop {
+        match read_frame(&mut sock).unwrap().expect("frame") {
+            (1, Message::ExecStdout { data }) => stdout.extend_from_slice(&data),
+            (1, Message::ExecExited(e)) => {
+                assert_eq!(e.code, Some(0));
+                break;
+            }
+            (1, Message::ExecStarted { .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(stdout, b"via-socket\n");
+    drop(sock);
+    assert!(child.wait().unwrap().success());
+}
