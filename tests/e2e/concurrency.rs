@@ -5,7 +5,7 @@ use std::time::Duration;
 use nestbox_agent_client::{ExecEvent, ExecRequest};
 use nestbox_backend_qemu::{Accel, QemuConfig};
 use nestbox_engine::accel::AccelChoice;
-use nestbox_engine::{BootRequest, Home as EngineHome, Runner};
+use nestbox_engine::{BootRequest, Home as EngineHome, Runner, Teardown};
 
 use crate::common::Home;
 use crate::require_vm;
@@ -68,7 +68,7 @@ fn test_sixteen_concurrent_execs_in_one_vm() {
             assert_eq!(status.code, Some(0), "exec {n}: {status:?}");
             assert_eq!(out, format!("{n}\n"));
         }
-        sandbox.teardown(true).await;
+        sandbox.teardown(Teardown::Graceful).await;
     });
     home.assert_clean();
 }

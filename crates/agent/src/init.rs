@@ -103,6 +103,8 @@ pub fn setup() {
         }
     }
     log::use_kmsg();
+    log::enable_trace_from_cmdline();
+    log::trace("mounted");
     if let Ok(name) = std::fs::read_to_string("/etc/hostname") {
         let name = name.trim();
         if !name.is_empty()
@@ -115,24 +117,59 @@ pub fn setup() {
         log::error(&format!("lo up: {e}"));
     }
     load_modules(Path::new(MODULES_LIST));
+    log::trace("modules loaded");
 }
 
+/// Where the virtio bus lists its devices, each with a `device` file holding its type id.
+const VIRTIO_DEVICES_DIR: &str = "/sys/bus/virtio/devices";
+
+/// Loads the modules of `list` in order. A line is a module path, optionally followed by
+/// ` virtio=ID[,ID…]`: such a module loads only when a virtio device of one of those types is
+/// present (the list puts those lines after the ones that load the virtio transport).
 fn load_modules(list: &Path) {
     let Ok(text) = std::fs::read_to_string(list) else {
         return;
     };
+    let mut present: Option<Vec<u32>> = None;
     for line in text.lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let result = File::open(line)
+        let (path, wanted) = parse_module_line(line);
+        if let Some(wanted) = wanted {
+            let present = present.get_or_insert_with(|| virtio_device_ids(Path::new(VIRTIO_DEVICES_DIR)));
+            if !wanted.iter().any(|id| present.contains(id)) {
+                continue;
+            }
+        }
+        let result = File::open(path)
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
             .and_then(|f| finit_module(&f, c"", ModuleInitFlags::empty()));
         match result {
             Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => log::error(&format!("module {line}: {e}")),
+            Err(e) => log::error(&format!("module {path}: {e}")),
         }
     }
+}
+
+/// A module-list line: the path, and the virtio device ids it is needed for (`None`: always).
+fn parse_module_line(line: &str) -> (&str, Option<Vec<u32>>) {
+    let mut words = line.split_whitespace();
+    let path = words.next().unwrap_or_default();
+    let wanted = words
+        .find_map(|w| w.strip_prefix("virtio="))
+        .map(|ids| ids.split(',').filter_map(|id| id.trim().parse().ok()).collect());
+    (path, wanted)
+}
+
+/// The type ids of the virtio devices under `dir` (`device` files hold e.g. `0x0002`).
+fn virtio_device_ids(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path().join("device")).ok())
+        .filter_map(|s| u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok())
+        .collect()
 }
 
 fn loopback_up() -> std::io::Result<()> {
@@ -191,8 +228,8 @@ pub fn poweroff() -> ! {
     let all = Pid::from_raw(-1);
     let _ = kill(all, Signal::SIGTERM);
     let deadline = Instant::now() + TERM_GRACE;
-    // kill(-1, 0) fails with ESRCH once no other process is left.
-    while Instant::now() < deadline && kill(all, None).is_ok() {
+    // Not kill(-1, 0): it also reaches kernel threads, so it never reports "none left".
+    while Instant::now() < deadline && user_processes_left(Path::new("/proc")) {
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = kill(all, Signal::SIGKILL);
@@ -205,9 +242,64 @@ pub fn poweroff() -> ! {
     }
 }
 
+/// Whether a live user-space process other than ourselves is left under `proc`. Kernel threads
+/// have an empty `cmdline`; zombies (state `Z`) are gone already, only not yet reaped.
+fn user_processes_left(proc: &Path) -> bool {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir(proc) else { return false };
+    entries.filter_map(Result::ok).any(|entry| {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { return false };
+        if pid == me || pid == 1 {
+            return false;
+        }
+        let has_cmdline = std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| !c.is_empty());
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')));
+        has_cmdline && !zombie
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_parse_module_line_reads_conditions() {
+        assert_eq!(parse_module_line("/lib/m/virtio.ko"), ("/lib/m/virtio.ko", None));
+        assert_eq!(parse_module_line("/lib/m/virtio_blk.ko virtio=2"), ("/lib/m/virtio_blk.ko", Some(vec![2])));
+        assert_eq!(parse_module_line("/lib/m/x.ko virtio=1,19"), ("/lib/m/x.ko", Some(vec![1, 19])));
+    }
+
+    #[test]
+    fn test_virtio_device_ids_reads_hex_types() {
+        let dir = tempfile::tempdir().unwrap();
+        for (dev, id) in [("virtio0", "0x0003\n"), ("virtio1", "0x0002\n"), ("virtio2", "junk")] {
+            std::fs::create_dir(dir.path().join(dev)).unwrap();
+            std::fs::write(dir.path().join(dev).join("device"), id).unwrap();
+        }
+        let mut ids = virtio_device_ids(dir.path());
+        ids.sort();
+        assert_eq!(ids, [2, 3]);
+        assert!(virtio_device_ids(&dir.path().join("missing")).is_empty());
+    }
+
+    #[test]
+    fn test_user_processes_left_ignores_kernel_threads_and_zombies() {
+        let proc = tempfile::tempdir().unwrap();
+        let add = |pid: &str, cmdline: &[u8], stat: &str| {
+            let dir = proc.path().join(pid);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+            std::fs::write(dir.join("stat"), stat).unwrap();
+        };
+        add("1", b"/init\0", "1 (init) S 0");
+        add("2", b"", "2 (kthreadd) S 0");
+        add("40", b"sh\0", "40 (s h) Z 1");
+        std::fs::create_dir(proc.path().join("self")).unwrap();
+        assert!(!user_processes_left(proc.path()));
+        add("41", b"sleep\0100\0", "41 (sleep) S 1");
+        assert!(user_processes_left(proc.path()));
+    }
 
     #[test]
     fn test_find_port_matches_by_name() {

@@ -6,6 +6,27 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static TO_KMSG: AtomicBool = AtomicBool::new(false);
+static TRACE: AtomicBool = AtomicBool::new(false);
+
+/// The kernel command-line word that turns on boot-phase tracing.
+pub const TRACE_PARAM: &str = "nestbox.trace";
+
+/// Turns on [`trace`] when the kernel command line has [`TRACE_PARAM`] (needs `/proc`).
+pub fn enable_trace_from_cmdline() {
+    let on = std::fs::read_to_string("/proc/cmdline").is_ok_and(|c| c.split_whitespace().any(|w| w == TRACE_PARAM));
+    TRACE.store(on, Ordering::Relaxed);
+}
+
+/// Logs a boot phase with the kernel's uptime, only when tracing is on (`nestbox.trace`).
+pub fn trace(phase: &str) {
+    if TRACE.load(Ordering::Relaxed) {
+        let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+        let line = format!("nestbox-agent: trace {} {phase}\n", uptime.split_whitespace().next().unwrap_or("?"));
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/console") {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}
 
 /// Sends later messages to `/dev/kmsg` (falling back to `/dev/console`).
 pub fn use_kmsg() {

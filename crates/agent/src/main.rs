@@ -94,8 +94,10 @@ fn init_main() -> ! {
             init::poweroff();
         }
     };
+    log::trace("port open");
     loop {
         wait_for_host(&port);
+        log::trace("host connected");
         match session::serve(port.as_fd(), port.as_fd(), Arc::clone(&reaper)) {
             EndReason::Disconnected => {}
             EndReason::Poweroff => init::poweroff(),

@@ -216,6 +216,7 @@ fn handle(stream: u32, msg: Message, greeted: &mut bool, shared: &Arc<Shared>) -
             match welcome(&hello) {
                 Ok(w) => {
                     *greeted = true;
+                    crate::log::trace("hello");
                     shared.send(CONTROL_STREAM, &Message::Welcome(w));
                 }
                 Err(text) => {

@@ -14,4 +14,4 @@ pub mod run;
 
 pub use error::EngineError;
 pub use home::Home;
-pub use run::{BootRequest, Prepared, RunIo, RunOutcome, RunRequest, Runner, Sandbox};
+pub use run::{BootRequest, Prepared, RunIo, RunOutcome, RunRequest, Runner, Sandbox, Teardown};

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nestbox_agent_client::{AgentClient, ExecEvent, ExecRequest, ExitStatus};
 use nestbox_backend::{AgentEndpoint, Backend, VmDirs, VmHandle};
@@ -129,8 +129,10 @@ impl Runner {
             } => r,
             signal = cancel => Err(EngineError::Interrupted { signal }),
         };
+        // `run` keeps nothing of the VM (no disk outlives it), so there is nothing for the guest
+        // to flush: kill it rather than wait for an orderly power-off.
         if let Some(sandbox) = slot.take() {
-            sandbox.teardown(result.is_ok()).await;
+            sandbox.teardown(Teardown::Discard).await;
         }
         result
     }
@@ -142,7 +144,9 @@ impl Runner {
         let config = QemuConfig { accel: prepared.accel.accel, ..self.qemu.clone() };
         let backend = QemuBackend::new(config);
         let vm = sandbox.vm.insert(backend.launch(&prepared.spec, &sandbox.dirs).await?);
+        tracing::debug!(pid = vm.pid(), "hypervisor up");
         sandbox.agent = Some(connect_agent(&**vm, prepared.boot_timeout).await?);
+        tracing::debug!("agent ready");
         Ok(sandbox)
     }
 
@@ -178,6 +182,7 @@ impl Runner {
         };
         spec.validate()?;
         let accel = accel::choose(req.accel, &self.home.cache(), &self.qemu.binary, &kernel_info).await?;
+        tracing::debug!(accel = %accel.accel, "prepared");
         Ok(Prepared { spec, accel, boot_timeout: req.boot_timeout })
     }
 
@@ -314,20 +319,26 @@ impl Sandbox {
                 return Err(EngineError::VmExited { report, console: vm.console_tail(CONSOLE_TAIL_LINES) });
             }
         };
+        tracing::debug!(?status, "command ended");
         let exit_code = if status.timed_out { 124 } else { status.shell_code() };
         Ok(RunOutcome { status, exit_code })
     }
 
-    /// Stops the VM (asking the guest to power off first when `graceful`) and removes the
-    /// directory.
-    pub async fn teardown(mut self, graceful: bool) {
+    /// Stops the VM and removes its directory.
+    pub async fn teardown(mut self, mode: Teardown) {
         if let Some(vm) = self.vm.take() {
-            let powered_off = match self.agent.take() {
-                Some(agent) if graceful => {
+            if tracing::enabled!(tracing::Level::TRACE) {
+                for line in vm.console_tail(CONSOLE_TAIL_LINES) {
+                    tracing::trace!("console: {line}");
+                }
+            }
+            let powered_off = match (mode, self.agent.take()) {
+                (Teardown::Graceful, Some(agent)) => {
                     agent.poweroff().await.is_ok() && tokio::time::timeout(POWEROFF_GRACE, vm.wait()).await.is_ok()
                 }
                 _ => false,
             };
+            tracing::debug!(?mode, powered_off, "guest stopped");
             if !powered_off {
                 vm.kill();
                 vm.wait().await;
@@ -339,6 +350,17 @@ impl Sandbox {
             tracing::warn!("cannot remove {}: {e}", self.dirs.root().display());
         }
     }
+}
+
+/// How a sandbox is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Teardown {
+    /// Ask the guest to power off (it syncs and stops its processes); force it after a grace
+    /// period.
+    Graceful,
+    /// Kill the hypervisor at once: for a VM whose state is thrown away anyway (`run`, a
+    /// failed or cancelled boot).
+    Discard,
 }
 
 impl Drop for Sandbox {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 /// Bump when the image layout or the writer changes, so old cache entries are not reused.
-pub const IMAGE_FORMAT_VERSION: u32 = 1;
+pub const IMAGE_FORMAT_VERSION: u32 = 2;
 /// The file name suffix of cached images.
 pub const IMAGE_SUFFIX: &str = ".cpio";
 /// Permissions of a stored image (readable by the VMM whatever user it runs as).

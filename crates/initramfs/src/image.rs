@@ -18,8 +18,22 @@ use crate::modules::{self, ModuleError, Resolution};
 /// The modules a guest needs on a kernel that builds its virtio drivers as modules.
 pub const DEFAULT_MODULES: &[&str] =
     &["virtio_mmio", "virtio_console", "virtio_blk", "virtio_net", "virtio_balloon", "virtio_rng"];
-/// In the image: absolute in-guest module paths, one a line, in load order.
+/// In the image: the modules to load, one a line, in load order: an absolute in-guest path,
+/// then optionally ` virtio=ID[,ID…]` when the module is only needed if the guest has a virtio
+/// device of one of those types. Lines without a condition come first.
 pub const MODULE_LIST_PATH: &str = "etc/nestbox/modules";
+/// Virtio drivers a guest needs only when it has such a device: (module, virtio device ids).
+/// A module not listed here (the transport, the console the agent talks over) always loads;
+/// so does a dependency of one that always loads.
+pub const VIRTIO_DRIVERS: &[(&str, &[u32])] = &[
+    ("virtio_net", &[1]),
+    ("virtio_blk", &[2]),
+    ("virtio_rng", &[4]),
+    ("virtio_balloon", &[5]),
+    ("virtio_scsi", &[8]),
+    ("vmw_vsock_virtio_transport", &[19]),
+    ("virtiofs", &[26]),
+];
 /// Where the agent goes; the kernel runs `/init` from an initramfs.
 pub const INIT_PATH: &str = "init";
 /// Permissions of executables in the image.
@@ -72,7 +86,7 @@ pub struct BuiltImage {
     pub path: PathBuf,
     /// Lower-case hex SHA-256 of the file.
     pub sha256: String,
-    /// The absolute in-guest module paths, in load order (the contents of [`MODULE_LIST_PATH`]).
+    /// The lines of [`MODULE_LIST_PATH`]: in-guest module paths with their conditions, in load order.
     pub modules: Vec<String>,
     /// Whether the image was already in the cache.
     pub cached: bool,
@@ -148,7 +162,13 @@ pub fn build_default(inputs: &ImageInputs, cache_dir: &Path) -> Result<BuiltImag
             raw_modules.push((image_path, raw));
         }
     }
-    let module_list: Vec<String> = raw_modules.iter().map(|(image_path, _)| format!("/{image_path}")).collect();
+    let module_list = match (inputs.modules_dir, &resolution) {
+        (Some(dir), Some(resolution)) => module_list(dir, inputs.modules, resolution)?,
+        _ => Vec::new(),
+    };
+    for line in &module_list {
+        key.field("module-list", line.as_bytes());
+    }
 
     fs::create_dir_all(cache_dir)
         .map_err(|source| InitramfsError::CreateCacheDir { dir: cache_dir.to_owned(), source })?;
@@ -183,6 +203,57 @@ pub fn build_default(inputs: &ImageInputs, cache_dir: &Path) -> Result<BuiltImag
     let bytes = tree.write()?;
     cache::store_atomically(&path, &bytes).map_err(|source| InitramfsError::Store { path: path.clone(), source })?;
     Ok(BuiltImage { sha256: cache::sha256_hex(&bytes), path, modules: module_list, cached: false })
+}
+
+/// When a module is needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Need {
+    Always,
+    Devices(std::collections::BTreeSet<u32>),
+}
+
+impl Need {
+    fn merge(self, other: Need) -> Need {
+        match (self, other) {
+            (Need::Devices(mut a), Need::Devices(b)) => {
+                a.extend(b);
+                Need::Devices(a)
+            }
+            _ => Need::Always,
+        }
+    }
+}
+
+/// The lines of [`MODULE_LIST_PATH`]: each resolved module with the condition under which the
+/// guest needs it, unconditional ones first (their dependencies are unconditional too, so the
+/// order stays dependencies-first).
+fn module_list(dir: &Path, wanted: &[&str], resolution: &Resolution) -> Result<Vec<String>, InitramfsError> {
+    let mut needs: BTreeMap<String, Need> = BTreeMap::new();
+    for name in wanted {
+        let canonical = modules::canonical_name(name);
+        let need = VIRTIO_DRIVERS
+            .iter()
+            .find(|(driver, _)| *driver == canonical)
+            .map_or(Need::Always, |(_, ids)| Need::Devices(ids.iter().copied().collect()));
+        for module in modules::resolve(dir, &[name])?.modules {
+            let entry = needs.remove(&module.name).map_or(need.clone(), |old| old.merge(need.clone()));
+            needs.insert(module.name, entry);
+        }
+    }
+    let line = |module: &modules::ResolvedModule| -> (bool, String) {
+        let path = format!("/{}", resolution.image_path(module));
+        match needs.get(&module.name) {
+            Some(Need::Devices(ids)) => {
+                let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+                (false, format!("{path} virtio={}", ids.join(",")))
+            }
+            _ => (true, path),
+        }
+    };
+    let lines: Vec<(bool, String)> = resolution.modules.iter().map(line).collect();
+    let always = lines.iter().filter(|(always, _)| *always);
+    let conditional = lines.iter().filter(|(always, _)| !*always);
+    Ok(always.chain(conditional).map(|(_, l)| l.clone()).collect())
 }
 
 fn add_modules(

@@ -12,5 +12,7 @@ pub mod cpio;
 pub mod modules;
 
 pub use cache::IMAGE_FORMAT_VERSION;
-pub use image::{BuiltImage, DEFAULT_MODULES, ImageInputs, InitramfsError, MODULE_LIST_PATH, build_default};
+pub use image::{
+    BuiltImage, DEFAULT_MODULES, ImageInputs, InitramfsError, MODULE_LIST_PATH, VIRTIO_DRIVERS, build_default,
+};
 pub use script::script_image;

@@ -31,7 +31,9 @@ fn by_name(entries: &[Entry]) -> HashMap<&str, &Entry> {
 }
 
 fn position(list: &[&str], suffix: &str) -> usize {
-    list.iter().position(|m| m.ends_with(suffix)).unwrap_or_else(|| panic!("{suffix} not in module list {list:?}"))
+    list.iter()
+        .position(|m| m.split(' ').next().unwrap().ends_with(suffix))
+        .unwrap_or_else(|| panic!("{suffix} not in module list {list:?}"))
 }
 
 #[test]
@@ -101,8 +103,18 @@ fn test_host_image_contents_and_cache() {
         assert!(position(&listed, name) > virtio, "{name} before virtio");
     }
     assert_eq!(listed.len(), listed.iter().collect::<HashSet<_>>().len(), "module listed twice");
+    // Drivers for devices a guest may lack carry their condition; the transport and the
+    // console the agent needs always load, and come first.
+    let condition = |suffix: &str| listed[position(&listed, suffix)].split_once(' ').map(|(_, c)| c.to_owned());
+    assert_eq!(condition("/virtio_mmio.ko"), None);
+    assert_eq!(condition("/virtio_console.ko"), None);
+    assert_eq!(condition("/virtio_blk.ko").as_deref(), Some("virtio=2"));
+    assert_eq!(condition("/failover.ko").as_deref(), Some("virtio=1"));
+    assert_eq!(condition("/virtio_balloon.ko").as_deref(), Some("virtio=5"));
+    assert!(position(&listed, "/virtio_console.ko") < position(&listed, "/virtio_blk.ko"));
     for module in &listed {
-        let rel = module.strip_prefix('/').expect("absolute in-guest path");
+        let path = module.split(' ').next().unwrap();
+        let rel = path.strip_prefix('/').expect("absolute in-guest path");
         let entry = map.get(rel).unwrap_or_else(|| panic!("{rel} listed but absent"));
         assert!(entry.data.starts_with(b"\x7fELF"), "{rel} is not plain ELF");
         assert!(rel.starts_with("lib/modules/6.1.0-56-cloud-amd64/kernel/"));

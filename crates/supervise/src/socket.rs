@@ -18,10 +18,10 @@ use crate::error::{Result, SuperviseError};
 use crate::process::ExitReport;
 
 /// First interval between connection attempts.
-pub const SOCKET_POLL_INITIAL: Duration = Duration::from_millis(5);
+pub const SOCKET_POLL_INITIAL: Duration = Duration::from_millis(2);
 
 /// Longest interval between connection attempts.
-pub const SOCKET_POLL_MAX: Duration = Duration::from_millis(50);
+pub const SOCKET_POLL_MAX: Duration = Duration::from_millis(10);
 
 /// How a wait for a socket ended, short of an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
