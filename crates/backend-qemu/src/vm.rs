@@ -122,6 +122,7 @@ impl Backend for QemuBackend {
         self.check(spec)?;
         let cmd = self.command(spec, dirs, true)?;
         let child = self.spawner.spawn(&cmd).map_err(|e| spawn_error(&self.config, e))?;
+        tracing::debug!(pid = child.pid(), "qemu spawned");
         if let Err(e) = child.wait_for_socket(&dirs.api_socket(), self.config.start_timeout).await {
             child.kill();
             return Err(BackendError::Launch { backend: BackendKind::Qemu, reason: launch_reason(&child, e) });

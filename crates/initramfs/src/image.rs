@@ -147,6 +147,12 @@ pub fn build_default(inputs: &ImageInputs, cache_dir: &Path) -> Result<BuiltImag
     if inputs.agent.is_empty() {
         return Err(InitramfsError::EmptyAgent);
     }
+    // Fast path: the same inputs as last time (the same agent, and busybox and module files
+    // that have not changed on disk) name the same image, without reading or hashing them.
+    let quick = quick_key(inputs);
+    if let Some(hit) = quick.as_deref().and_then(|k| index_load(cache_dir, k)) {
+        return Ok(hit);
+    }
     let busybox = Busybox::load(inputs.busybox)?;
     let resolution = inputs.modules_dir.map(|dir| modules::resolve(dir, inputs.modules)).transpose()?;
 
@@ -175,7 +181,11 @@ pub fn build_default(inputs: &ImageInputs, cache_dir: &Path) -> Result<BuiltImag
     let path = cache::image_path(cache_dir, &key.finish());
     if path.is_file() {
         let bytes = fs::read(&path).map_err(|source| InitramfsError::ReadCached { path: path.clone(), source })?;
-        return Ok(BuiltImage { sha256: cache::sha256_hex(&bytes), path, modules: module_list, cached: true });
+        let built = BuiltImage { sha256: cache::sha256_hex(&bytes), path, modules: module_list, cached: true };
+        if let Some(k) = &quick {
+            index_store(cache_dir, k, &built);
+        }
+        return Ok(built);
     }
 
     let mut tree = Tree::default();
@@ -202,7 +212,70 @@ pub fn build_default(inputs: &ImageInputs, cache_dir: &Path) -> Result<BuiltImag
 
     let bytes = tree.write()?;
     cache::store_atomically(&path, &bytes).map_err(|source| InitramfsError::Store { path: path.clone(), source })?;
-    Ok(BuiltImage { sha256: cache::sha256_hex(&bytes), path, modules: module_list, cached: false })
+    let built = BuiltImage { sha256: cache::sha256_hex(&bytes), path, modules: module_list, cached: false };
+    if let Some(k) = &quick {
+        index_store(cache_dir, k, &built);
+    }
+    Ok(built)
+}
+
+/// Identifies the inputs by the agent's bytes and the on-disk identity (device, inode, size,
+/// times) of busybox, the modules directory and its index; `None` when one cannot be stat'ed.
+fn quick_key(inputs: &ImageInputs) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |path: &Path| -> Option<String> {
+        let m = fs::metadata(path).ok()?;
+        Some(format!(
+            "{}:{}:{}:{}:{}.{}:{}.{}",
+            path.display(),
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        ))
+    };
+    let busybox = match inputs.busybox {
+        Some(path) => path.to_owned(),
+        None => crate::busybox::BUSYBOX_SEARCH_PATHS.iter().map(PathBuf::from).find(|p| p.is_file())?,
+    };
+    let mut key = CacheKey::new();
+    key.field("quick-agent", inputs.agent).field("quick-busybox", identity(&busybox)?.as_bytes());
+    if let Some(dir) = inputs.modules_dir {
+        key.field("quick-modules-dir", identity(dir)?.as_bytes());
+        key.field("quick-modules-dep", identity(&dir.join("modules.dep"))?.as_bytes());
+    }
+    for name in inputs.modules {
+        key.field("quick-wanted", name.as_bytes());
+    }
+    Some(key.finish())
+}
+
+/// `<cache>/index/<quick key>`: image path, its size, sha256, then the module list lines.
+fn index_load(cache_dir: &Path, quick: &str) -> Option<BuiltImage> {
+    let text = fs::read_to_string(cache_dir.join("index").join(quick)).ok()?;
+    let mut lines = text.lines();
+    let path = PathBuf::from(lines.next()?);
+    let len: u64 = lines.next()?.parse().ok()?;
+    let sha256 = lines.next()?.to_owned();
+    let modules = lines.map(str::to_owned).collect();
+    (fs::metadata(&path).ok()?.len() == len).then_some(BuiltImage { path, sha256, modules, cached: true })
+}
+
+/// Records `built` under `quick`; a failure only costs a slower next build.
+fn index_store(cache_dir: &Path, quick: &str, built: &BuiltImage) {
+    let Ok(len) = fs::metadata(&built.path).map(|m| m.len()) else { return };
+    let mut text = format!("{}\n{len}\n{}\n", built.path.display(), built.sha256);
+    for line in &built.modules {
+        text.push_str(line);
+        text.push('\n');
+    }
+    let dir = cache_dir.join("index");
+    if fs::create_dir_all(&dir).is_ok() {
+        let _ = cache::store_atomically(&dir.join(quick), text.as_bytes());
+    }
 }
 
 /// When a module is needed.

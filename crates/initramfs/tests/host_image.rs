@@ -128,6 +128,22 @@ fn test_host_image_contents_and_cache() {
     assert_eq!(again.sha256, built.sha256);
     assert_eq!(again.modules, built.modules);
 
+    // With the quick index gone, the slow path finds the same image.
+    std::fs::remove_dir_all(cache.path().join("index")).unwrap();
+    let slow = build_default(&inputs, cache.path()).unwrap();
+    assert!(slow.cached);
+    assert_eq!(
+        (slow.path, slow.sha256, slow.modules),
+        (built.path.clone(), built.sha256.clone(), built.modules.clone())
+    );
+
+    // An index entry whose image changed size is not trusted: the slow path reads the file.
+    let original = std::fs::read(&built.path).unwrap();
+    std::fs::write(&built.path, b"truncated").unwrap();
+    let reread = build_default(&inputs, cache.path()).unwrap();
+    assert_ne!(reread.sha256, built.sha256, "a stale index entry was trusted");
+    std::fs::write(&built.path, original).unwrap();
+
     // A fresh cache builds byte-identical output.
     let other = tempfile::tempdir().unwrap();
     let rebuilt = build_default(&inputs, other.path()).unwrap();
