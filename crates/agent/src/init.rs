@@ -27,6 +27,9 @@ pub const PORT_DEADLINE: Duration = Duration::from_secs(20);
 /// How often to look for the agent port.
 const PORT_POLL: Duration = Duration::from_millis(5);
 
+/// The kernel's module autoloader helper; empty turns autoloading off.
+const MODPROBE_SYSCTL: &str = "/proc/sys/kernel/modprobe";
+
 /// Kernel modules to load, one absolute path per line, in order.
 const MODULES_LIST: &str = "/etc/nestbox/modules";
 
@@ -104,6 +107,12 @@ pub fn setup() {
     }
     log::use_kmsg();
     log::enable_trace_from_cmdline();
+    // The image ships no modules.dep, so the kernel's module autoloader (which would start
+    // `/sbin/modprobe`, a busybox applet, for every device or protocol it looks up) could never
+    // succeed: turn it off rather than pay a process start for each attempt.
+    if let Err(e) = std::fs::write(MODPROBE_SYSCTL, "\n") {
+        log::error(&format!("{MODPROBE_SYSCTL}: {e}"));
+    }
     log::trace("mounted");
     if let Ok(name) = std::fs::read_to_string("/etc/hostname") {
         let name = name.trim();

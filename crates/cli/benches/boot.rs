@@ -30,8 +30,8 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let decision = rt.block_on(accel::choose(AccelChoice::Auto, &home.cache(), &qemu, &kernel)).unwrap();
 
-    // (a) raw QEMU: the same argv nestbox builds, minus the agent port, booting a busybox
-    // script that powers off.
+    // (a) raw QEMU: the very argv nestbox builds (same kernel, machine, accelerator and
+    // devices, agent port included), booting a busybox script that powers off at once.
     let initrd = work.path().join("trivial.cpio");
     let busybox = Busybox::load(None).expect("a static busybox (package busybox-static)");
     std::fs::write(&initrd, script_image(&busybox, "/bin/busybox poweroff -f").unwrap()).unwrap();
@@ -47,7 +47,7 @@ fn main() {
         name: "bench".into(),
         accel: decision.accel,
         tsc_khz: nestbox_backend_qemu::host::tsc_khz(),
-        agent: false,
+        agent: true,
     }
     .build(&spec, &VmDirs::new(&raw_dir))
     .unwrap();
