@@ -306,7 +306,7 @@ mod tests {
         add("40", b"sh\0", "40 (s h) Z 1");
         std::fs::create_dir(proc.path().join("self")).unwrap();
         assert!(!user_processes_left(proc.path()));
-        add("41", b"sleep\0100\0", "41 (sleep) S 1");
+        add("41", b"sleep\x00100\x00", "41 (sleep) S 1");
         assert!(user_processes_left(proc.path()));
     }
 

@@ -233,15 +233,15 @@ impl VmHandle for QemuVm {
         if let Some(report) = self.child.try_wait() {
             return convert(report);
         }
-        if self.qmp.system_powerdown().await.is_ok() {
-            if let Ok(report) = tokio::time::timeout(grace, self.child.wait()).await {
-                return convert(report);
-            }
+        if self.qmp.system_powerdown().await.is_ok()
+            && let Ok(report) = tokio::time::timeout(grace, self.child.wait()).await
+        {
+            return convert(report);
         }
-        if self.qmp.quit().await.is_ok() {
-            if let Ok(report) = tokio::time::timeout(QUIT_GRACE, self.child.wait()).await {
-                return convert(report);
-            }
+        if self.qmp.quit().await.is_ok()
+            && let Ok(report) = tokio::time::timeout(QUIT_GRACE, self.child.wait()).await
+        {
+            return convert(report);
         }
         convert(self.child.terminate(QUIT_GRACE).await)
     }

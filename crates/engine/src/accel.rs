@@ -176,7 +176,15 @@ mod tests {
 
     #[tokio::test]
     async fn test_tcg_needs_no_probe() {
-        let d = choose(AccelChoice::Tcg, Path::new("/nonexistent"), Path::new("/nonexistent")).await.unwrap();
+        let kernel = ResolvedKernel {
+            vmlinux: "/nonexistent".into(),
+            source: "/nonexistent".into(),
+            version: None,
+            modules_dir: None,
+            pvh_entry: 0,
+            sha256: String::new(),
+        };
+        let d = choose(AccelChoice::Tcg, Path::new("/nonexistent"), Path::new("/nonexistent"), &kernel).await.unwrap();
         assert_eq!(d, AccelDecision { accel: Accel::Tcg, note: None });
     }
 }
