@@ -8,5 +8,6 @@
 mod common;
 mod concurrency;
 mod failures;
+mod lifecycle;
 mod run;
 mod stress;
