@@ -155,7 +155,7 @@ fn load_modules(list: &Path) {
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
             .and_then(|f| finit_module(&f, c"", ModuleInitFlags::empty()));
         match result {
-            Ok(()) | Err(Errno::EEXIST) => {}
+            Ok(()) | Err(Errno::EEXIST) => log::trace(path),
             Err(e) => log::error(&format!("module {path}: {e}")),
         }
     }

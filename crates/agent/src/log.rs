@@ -20,8 +20,9 @@ pub fn enable_trace_from_cmdline() {
 /// Logs a boot phase with the kernel's uptime, only when tracing is on (`nestbox.trace`).
 pub fn trace(phase: &str) {
     if TRACE.load(Ordering::Relaxed) {
-        let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
-        let line = format!("nestbox-agent: trace {} {phase}\n", uptime.split_whitespace().next().unwrap_or("?"));
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok();
+        let uptime = now.map_or_else(|| "?".to_owned(), |t| format!("{}.{:06}", t.tv_sec(), t.tv_nsec() / 1000));
+        let line = format!("nestbox-agent: trace {uptime} {phase}\n");
         if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/console") {
             let _ = f.write_all(line.as_bytes());
         }
