@@ -1,0 +1,6 @@
+//! Test support shared across crates: spec validators for the hypervisor APIs and fake
+//! Firecracker / Cloud Hypervisor API servers that keep the real state machines.
+
+pub mod chv;
+pub mod firecracker;
+pub mod spec;

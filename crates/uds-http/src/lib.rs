@@ -1,0 +1,1 @@
+//! An HTTP/1.1 client over Unix sockets, shared by the Firecracker and Cloud Hypervisor drivers.
