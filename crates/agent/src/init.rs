@@ -144,12 +144,17 @@ fn load_modules(list: &Path) {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (path, wanted) = parse_module_line(line);
-        if let Some(wanted) = wanted {
-            let present = present.get_or_insert_with(|| virtio_device_ids(Path::new(VIRTIO_DEVICES_DIR)));
-            if !wanted.iter().any(|id| present.contains(id)) {
-                continue;
+        let (path, condition) = parse_module_line(line);
+        let needed = match condition {
+            Condition::Always => true,
+            Condition::Pci => has_entries(Path::new(PCI_DEVICES_DIR)),
+            Condition::Virtio(wanted) => {
+                let present = present.get_or_insert_with(|| virtio_device_ids(Path::new(VIRTIO_DEVICES_DIR)));
+                wanted.iter().any(|id| present.contains(id))
             }
+        };
+        if !needed {
+            continue;
         }
         let result = File::open(path)
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
@@ -161,14 +166,37 @@ fn load_modules(list: &Path) {
     }
 }
 
-/// A module-list line: the path, and the virtio device ids it is needed for (`None`: always).
-fn parse_module_line(line: &str) -> (&str, Option<Vec<u32>>) {
+/// When a listed module is needed.
+#[derive(Debug, PartialEq, Eq)]
+enum Condition {
+    Always,
+    /// Only with PCI devices present (the virtio-pci transport).
+    Pci,
+    /// Only with a virtio device of one of these types present.
+    Virtio(Vec<u32>),
+}
+
+/// Where the PCI bus lists its devices.
+const PCI_DEVICES_DIR: &str = "/sys/bus/pci/devices";
+
+/// A module-list line: the path, and when it is needed.
+fn parse_module_line(line: &str) -> (&str, Condition) {
     let mut words = line.split_whitespace();
     let path = words.next().unwrap_or_default();
-    let wanted = words
-        .find_map(|w| w.strip_prefix("virtio="))
-        .map(|ids| ids.split(',').filter_map(|id| id.trim().parse().ok()).collect());
-    (path, wanted)
+    let condition = match words.next() {
+        Some("pci") => Condition::Pci,
+        Some(w) => match w.strip_prefix("virtio=") {
+            Some(ids) => Condition::Virtio(ids.split(',').filter_map(|id| id.trim().parse().ok()).collect()),
+            None => Condition::Always,
+        },
+        None => Condition::Always,
+    };
+    (path, condition)
+}
+
+/// Whether `dir` exists and lists anything.
+fn has_entries(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
 }
 
 /// The type ids of the virtio devices under `dir` (`device` files hold e.g. `0x0002`).
@@ -274,9 +302,18 @@ mod tests {
 
     #[test]
     fn test_parse_module_line_reads_conditions() {
-        assert_eq!(parse_module_line("/lib/m/virtio.ko"), ("/lib/m/virtio.ko", None));
-        assert_eq!(parse_module_line("/lib/m/virtio_blk.ko virtio=2"), ("/lib/m/virtio_blk.ko", Some(vec![2])));
-        assert_eq!(parse_module_line("/lib/m/x.ko virtio=1,19"), ("/lib/m/x.ko", Some(vec![1, 19])));
+        assert_eq!(parse_module_line("/lib/m/virtio.ko"), ("/lib/m/virtio.ko", Condition::Always));
+        assert_eq!(parse_module_line("/lib/m/virtio_pci.ko pci"), ("/lib/m/virtio_pci.ko", Condition::Pci));
+        assert_eq!(
+            parse_module_line("/lib/m/virtio_blk.ko virtio=2"),
+            ("/lib/m/virtio_blk.ko", Condition::Virtio(vec![2]))
+        );
+        assert_eq!(parse_module_line("/lib/m/x.ko virtio=1,19"), ("/lib/m/x.ko", Condition::Virtio(vec![1, 19])));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!has_entries(dir.path()));
+        assert!(!has_entries(&dir.path().join("missing")));
+        std::fs::create_dir(dir.path().join("0000:00:01.0")).unwrap();
+        assert!(has_entries(dir.path()));
     }
 
     #[test]

@@ -17,6 +17,12 @@ pub use dirs::VmDirs;
 pub use error::{BackendError, ExitReport};
 use nestbox_model::VmSpec;
 
+/// The guest vsock port the agent listens on where the agent is reached over vsock
+/// (Firecracker, Cloud Hypervisor); the guest learns it from `nestbox.agent=vsock:<port>`.
+pub const AGENT_VSOCK_PORT: u32 = 1024;
+/// The guest CID given to the agent's vsock device.
+pub const AGENT_VSOCK_CID: u32 = 3;
+
 /// Where the host reaches the guest agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentEndpoint {

@@ -16,12 +16,26 @@ use crate::cpio::{CpioError, NewcWriter};
 use crate::modules::{self, ModuleError, Resolution};
 
 /// The modules a guest needs on a kernel that builds its virtio drivers as modules.
-pub const DEFAULT_MODULES: &[&str] =
-    &["virtio_mmio", "virtio_console", "virtio_blk", "virtio_net", "virtio_balloon", "virtio_rng"];
+/// `virtio_pci` is the transport Firecracker (with `--enable-pci`) and Cloud Hypervisor use; the
+/// vsock transport carries the agent there.
+pub const DEFAULT_MODULES: &[&str] = &[
+    "virtio_mmio",
+    "virtio_pci",
+    "virtio_console",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_balloon",
+    "virtio_rng",
+    "vmw_vsock_virtio_transport",
+];
 /// In the image: the modules to load, one a line, in load order: an absolute in-guest path,
-/// then optionally ` virtio=ID[,ID…]` when the module is only needed if the guest has a virtio
-/// device of one of those types. Lines without a condition come first.
+/// then optionally a condition: ` pci` when the module is only needed if the guest has PCI
+/// devices, ` virtio=ID[,ID…]` when it is only needed if the guest has a virtio device of one
+/// of those types. Lines without a condition come first, then `pci` ones (the transport that
+/// makes PCI-attached virtio devices appear), then `virtio=` ones.
 pub const MODULE_LIST_PATH: &str = "etc/nestbox/modules";
+/// Transports a guest needs only when it has a PCI bus with devices (microvm has none).
+pub const PCI_TRANSPORTS: &[&str] = &["virtio_pci"];
 /// Virtio drivers a guest needs only when it has such a device: (module, virtio device ids).
 /// A module not listed here (the transport, the console the agent talks over) always loads;
 /// so does a dependency of one that always loads.
@@ -282,6 +296,7 @@ fn index_store(cache_dir: &Path, quick: &str, built: &BuiltImage) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Need {
     Always,
+    Pci,
     Devices(std::collections::BTreeSet<u32>),
 }
 
@@ -292,6 +307,7 @@ impl Need {
                 a.extend(b);
                 Need::Devices(a)
             }
+            (Need::Pci, Need::Pci) => Need::Pci,
             _ => Need::Always,
         }
     }
@@ -304,29 +320,31 @@ fn module_list(dir: &Path, wanted: &[&str], resolution: &Resolution) -> Result<V
     let mut needs: BTreeMap<String, Need> = BTreeMap::new();
     for name in wanted {
         let canonical = modules::canonical_name(name);
-        let need = VIRTIO_DRIVERS
-            .iter()
-            .find(|(driver, _)| *driver == canonical)
-            .map_or(Need::Always, |(_, ids)| Need::Devices(ids.iter().copied().collect()));
+        let need = match VIRTIO_DRIVERS.iter().find(|(driver, _)| *driver == canonical) {
+            Some((_, ids)) => Need::Devices(ids.iter().copied().collect()),
+            None if PCI_TRANSPORTS.contains(&canonical.as_str()) => Need::Pci,
+            None => Need::Always,
+        };
         for module in modules::resolve(dir, &[name])?.modules {
             let entry = needs.remove(&module.name).map_or(need.clone(), |old| old.merge(need.clone()));
             needs.insert(module.name, entry);
         }
     }
-    let line = |module: &modules::ResolvedModule| -> (bool, String) {
+    // (rank, line): 0 always, 1 PCI, 2 a virtio device; a stable sort keeps dependencies first.
+    let line = |module: &modules::ResolvedModule| -> (u8, String) {
         let path = format!("/{}", resolution.image_path(module));
         match needs.get(&module.name) {
             Some(Need::Devices(ids)) => {
                 let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
-                (false, format!("{path} virtio={}", ids.join(",")))
+                (2, format!("{path} virtio={}", ids.join(",")))
             }
-            _ => (true, path),
+            Some(Need::Pci) => (1, format!("{path} pci")),
+            _ => (0, path),
         }
     };
-    let lines: Vec<(bool, String)> = resolution.modules.iter().map(line).collect();
-    let always = lines.iter().filter(|(always, _)| *always);
-    let conditional = lines.iter().filter(|(always, _)| !*always);
-    Ok(always.chain(conditional).map(|(_, l)| l.clone()).collect())
+    let mut lines: Vec<(u8, String)> = resolution.modules.iter().map(line).collect();
+    lines.sort_by_key(|(rank, _)| *rank);
+    Ok(lines.into_iter().map(|(_, l)| l).collect())
 }
 
 fn add_modules(

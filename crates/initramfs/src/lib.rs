@@ -13,6 +13,7 @@ pub mod modules;
 
 pub use cache::IMAGE_FORMAT_VERSION;
 pub use image::{
-    BuiltImage, DEFAULT_MODULES, ImageInputs, InitramfsError, MODULE_LIST_PATH, VIRTIO_DRIVERS, build_default,
+    BuiltImage, DEFAULT_MODULES, ImageInputs, InitramfsError, MODULE_LIST_PATH, PCI_TRANSPORTS, VIRTIO_DRIVERS,
+    build_default,
 };
 pub use script::script_image;
