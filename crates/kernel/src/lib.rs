@@ -6,6 +6,7 @@
 mod bytes;
 pub mod bzimage;
 pub mod cache;
+pub mod config;
 pub mod decompress;
 pub mod elf;
 mod error;
@@ -14,6 +15,7 @@ pub mod locate;
 mod resolve;
 
 pub use bzimage::{extract_vmlinux, kernel_version};
+pub use config::{KernelConfig, VirtioTransport};
 pub use decompress::{Compression, DecompressError};
 pub use elf::{ElfError, pvh_entry, tiny_pvh_elf};
 pub use error::KernelError;
