@@ -7,6 +7,7 @@
 
 mod common;
 mod concurrency;
+mod doctor;
 mod failures;
 mod lifecycle;
 mod run;

@@ -26,6 +26,8 @@ pub enum Command {
     Run(RunArgs),
     /// Show what nestbox would use on this host: kernel, QEMU, accelerator, state root.
     Info(InfoArgs),
+    /// Check each backend: binary, version, whether it can run VMs here and why not.
+    Doctor(DoctorArgs),
 }
 
 /// Output format for commands a person may script.
@@ -78,6 +80,18 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 #[deny(missing_docs)]
 pub struct InfoArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Guest kernel to check instead of the one found by searching.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+}
+
+/// `nestbox doctor`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct DoctorArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,

@@ -4,6 +4,7 @@
 //! `nestbox-engine`.
 
 mod cli;
+mod doctor;
 mod exit;
 mod info;
 mod run;
@@ -24,6 +25,7 @@ fn main() {
         match cli.command {
             cli::Command::Run(args) => run::run(args).await,
             cli::Command::Info(args) => info::info(args).await,
+            cli::Command::Doctor(args) => doctor::doctor(args).await,
         }
     });
     match code {
