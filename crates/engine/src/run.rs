@@ -205,24 +205,37 @@ impl Runner {
     }
 }
 
-/// Connects to the agent, retrying while QEMU creates the socket and the guest boots, until
-/// `deadline`; fails early with the console tail if the VM ends first.
+/// Connects to the agent, retrying while the hypervisor creates its socket and the guest boots,
+/// until `deadline`; fails early with the console tail if the VM ends first.
 async fn connect_agent(vm: &dyn VmHandle, deadline: Duration) -> Result<AgentClient, EngineError> {
-    let AgentEndpoint::Unix(path) = vm.agent_endpoint() else {
-        unreachable!("the QEMU backend exposes the agent as a Unix socket");
-    };
+    let endpoint = vm.agent_endpoint().clone();
     let exited = |report| EngineError::VmExited { report, console: vm.console_tail(CONSOLE_TAIL_LINES) };
     let connect = async {
         loop {
-            if let Ok(stream) = UnixStream::connect(path).await {
-                match AgentClient::connect(stream).await {
-                    Ok((client, _welcome)) => return Ok(client),
-                    // A VM that died takes the connection with it: report the VM, not the socket.
-                    Err(e) => match tokio::time::timeout(EXIT_SETTLE, vm.wait()).await {
-                        Ok(report) => return Err(exited(report)),
-                        Err(_) => tracing::debug!("agent handshake failed, retrying: {e}"),
-                    },
+            // A hybrid-vsock refusal only means the agent does not listen yet: retry it too.
+            let attempt = match &endpoint {
+                AgentEndpoint::Unix(path) => match UnixStream::connect(path).await {
+                    Ok(stream) => Some(AgentClient::connect(stream).await),
+                    Err(_) => None,
+                },
+                AgentEndpoint::HybridVsock { path, port } => {
+                    match nestbox_agent_client::connect_hybrid_vsock(path, *port).await {
+                        Ok(stream) => Some(AgentClient::connect(stream).await),
+                        Err(e) => {
+                            tracing::trace!("hybrid vsock not ready: {e}");
+                            None
+                        }
+                    }
                 }
+            };
+            match attempt {
+                Some(Ok((client, _welcome))) => return Ok(client),
+                // A VM that died takes the connection with it: report the VM, not the socket.
+                Some(Err(e)) => match tokio::time::timeout(EXIT_SETTLE, vm.wait()).await {
+                    Ok(report) => return Err(exited(report)),
+                    Err(_) => tracing::debug!("agent handshake failed, retrying: {e}"),
+                },
+                None => {}
             }
             tokio::time::sleep(CONNECT_RETRY).await;
         }
