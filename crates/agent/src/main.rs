@@ -1,23 +1,30 @@
 //! `nestbox-agent`: the guest agent. PID 1 in the microVM (init mode), or a
-//! protocol server over stdin/stdout (`--stdio`) or a Unix socket (`--socket`).
+//! protocol server over stdin/stdout (`--stdio`), a Unix socket it connects to (`--socket`),
+//! or a Unix socket it listens on, one session per connection (`--listen-unix`).
+//!
+//! In init mode it serves the virtio-serial port named `nestbox.agent`, or, when the kernel
+//! command line has `nestbox.agent=vsock:<port>`, an AF_VSOCK listener on that port.
 //!
 //! It speaks `nestbox-agent-protocol`; see that crate's `PROTOCOL.md`. Built
 //! static (`-C target-feature=+crt-static`), with std threads and no async runtime.
 
 mod exec;
 mod init;
+mod listen;
 mod log;
 mod reaper;
 mod session;
 
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use crate::listen::Transport;
 use crate::reaper::Reaper;
 use crate::session::EndReason;
 
@@ -27,8 +34,9 @@ pub const THREAD_STACK: usize = 256 * 1024;
 /// Pause between looks at a virtio port while no host is connected.
 const RECONNECT_POLL_MS: u8 = 10;
 
-const USAGE: &str = "usage: nestbox-agent [--stdio | --socket PATH]\n\
-    As PID 1 it initializes the guest and serves the virtio port named nestbox.agent.";
+const USAGE: &str = "usage: nestbox-agent [--stdio | --socket PATH | --listen-unix PATH]\n\
+    As PID 1 it initializes the guest and serves the virtio port named nestbox.agent,\n\
+    or AF_VSOCK when the kernel command line has nestbox.agent=vsock:PORT.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,6 +56,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        ["--listen-unix", path] => listen_unix(path),
         ["--version"] => {
             println!("nestbox-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -76,6 +85,47 @@ fn serve_once(serve: impl FnOnce(Arc<Reaper>) -> EndReason) -> ExitCode {
     }
 }
 
+/// Serves every connection to a Unix socket at `path` as its own session (the vsock accept
+/// loop, on the host). `guest.poweroff` ends the process.
+fn listen_unix(path: &str) -> ExitCode {
+    let listener = match UnixListener::bind(path) {
+        Ok(l) => OwnedFd::from(l),
+        Err(e) => {
+            log::error(&format!("listen {path}: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let reaper = match Reaper::start() {
+        Ok(r) => r,
+        Err(e) => {
+            log::error(&format!("reaper: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let e = listen::serve_forever(listener.as_fd(), &reaper, exit_success);
+    log::error(&format!("accept on {path}: {e}"));
+    ExitCode::FAILURE
+}
+
+fn exit_success() -> ! {
+    std::process::exit(0)
+}
+
+/// Init mode over AF_VSOCK: accepts host connections on `port` until poweroff.
+fn serve_vsock(port: u32, reaper: &Arc<Reaper>) -> ! {
+    let listener = match listen::vsock_listener_with_deadline(port) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error(&format!("vsock port {port}: {e}"));
+            init::poweroff();
+        }
+    };
+    log::trace("vsock listening");
+    let e = listen::serve_forever(listener.as_fd(), reaper, init::poweroff);
+    log::error(&format!("accept on vsock port {port}: {e}"));
+    init::poweroff()
+}
+
 fn init_main() -> ! {
     // SAFETY: no other thread exists yet.
     unsafe { std::env::set_var("PATH", exec::DEFAULT_PATH) };
@@ -87,6 +137,9 @@ fn init_main() -> ! {
             init::poweroff();
         }
     };
+    if let Transport::Vsock { port } = listen::transport_from_proc() {
+        serve_vsock(port, &reaper);
+    }
     let port = match init::open_agent_port() {
         Ok(p) => p,
         Err(e) => {
