@@ -38,6 +38,61 @@ fn check(endpoint: Endpoint, body: Option<&Value>) {
     if let Err(e) = validator().check_request(endpoint.method().as_str(), &endpoint.path(), body) {
         panic!("{e}\nbody: {}", body.map(Value::to_string).unwrap_or_default());
     }
+    if let Some(body) = body {
+        let schema = request_schema(endpoint);
+        let mut undeclared = Vec::new();
+        undeclared_fields(&schema, body, "", &mut undeclared);
+        assert!(undeclared.is_empty(), "{endpoint}: fields not in the schema {undeclared:?}; body: {body}");
+    }
+}
+
+/// The spec document as JSON.
+fn document() -> &'static Value {
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let path = nestbox_testkit::spec::specs_dir().join(nestbox_testkit::spec::CLOUD_HYPERVISOR_SPEC);
+        serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    })
+}
+
+/// Follows a `$ref` to its schema.
+fn resolve(schema: &Value) -> &'static Value {
+    let reference = schema["$ref"].as_str().expect("a $ref");
+    let pointer = reference.strip_prefix('#').expect("a local $ref");
+    document().pointer(pointer).unwrap_or_else(|| panic!("dangling {reference}"))
+}
+
+/// The request body schema of an endpoint.
+fn request_schema(endpoint: Endpoint) -> Value {
+    let op = &document()["paths"][format!("/{}", endpoint.name())][endpoint.method().as_str().to_ascii_lowercase()];
+    op["requestBody"]["content"]["application/json"]["schema"].clone()
+}
+
+/// The schemas allow unknown properties, so a misspelt field would validate: walk the body
+/// and name every key its schema does not declare.
+fn undeclared_fields(schema: &Value, body: &Value, at: &str, out: &mut Vec<String>) {
+    let schema = if schema.get("$ref").is_some() { resolve(schema) } else { schema };
+    match body {
+        Value::Object(fields) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties");
+            for (key, value) in fields {
+                let child = format!("{at}.{key}");
+                match (properties.and_then(|p| p.get(key)), additional) {
+                    (Some(sub), _) | (None, Some(sub)) => undeclared_fields(sub, value, &child, out),
+                    (None, None) => out.push(child),
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(sub) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    undeclared_fields(sub, item, &format!("{at}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 fn linux(cmdline: &str) -> Boot {
@@ -159,6 +214,16 @@ fn test_other_bodies_validate() {
     };
     check(Endpoint::VmAddDisk, Some(&value(&disk)));
     check(Endpoint::VmRemoveDevice, Some(&value(&VmRemoveDevice { id: "extra".into() })));
+}
+
+#[test]
+fn test_undeclared_field_check_is_not_vacuous() {
+    let mut body = value(&map::vm_config(&corpus()[1], &dirs()).unwrap());
+    body["memory"]["transparent_huge_pages"] = Value::Bool(false);
+    body["net"][0]["queues"] = Value::from(2);
+    let mut out = Vec::new();
+    undeclared_fields(&request_schema(Endpoint::VmCreate), &body, "", &mut out);
+    assert_eq!(out, [".memory.transparent_huge_pages", ".net[0].queues"]);
 }
 
 #[test]
