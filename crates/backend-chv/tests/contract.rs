@@ -349,6 +349,8 @@ async fn test_client_requests_on_the_wire_validate() {
         let body: Option<Value> =
             (!request.body.is_empty()).then(|| serde_json::from_slice(&request.body).expect("a JSON body"));
         validator().check_request(&request.method, &request.path, body.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+        let endpoint = Endpoint::ALL.into_iter().find(|e| e.path() == request.path).expect("a known endpoint");
+        check(endpoint, body.as_ref());
         called.insert((request.method.clone(), request.path.clone()));
     }
     for endpoint in Endpoint::ALL {
