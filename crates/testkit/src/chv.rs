@@ -22,14 +22,23 @@
 //!
 //! The first messages of each chain (HTTP, `ApiError`, `vm::Error`) are CH's own; deeper causes of
 //! failures that need a real guest (CPU or memory hotplug, device manager) are close paraphrases.
+//!
+//! [`serve`] and [`serve_shared`] put the fake on a Unix socket behind a [`FakeServer`] that checks
+//! every request against [`SpecValidator::cloud_hypervisor`]: a violation is answered 400 with a
+//! one-message chain starting "spec violation:" and recorded.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use nestbox_uds_http::server::Reply;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
+
+use crate::fake::{FakeHandler, FakeServer};
+use crate::spec::SpecValidator;
 
 /// The root every Cloud Hypervisor endpoint lives under.
 pub const API_ROOT: &str = "/api/v1";
@@ -1033,6 +1042,31 @@ fn mac_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
     if valid { Ok(Some(mac)) } else { Err(serde::de::Error::custom(format!("invalid MAC address: {mac}"))) }
 }
 
+/// The chain a request gets once the VMM has ended but its socket is not yet gone.
+const EXITED: &str = "The VMM has exited";
+
+/// The reply a spec violation gets: 400 with the message as a one-element error chain.
+pub fn violation_reply(message: &str) -> Reply {
+    Reply::json(400, error_body(&[message.to_owned()]))
+}
+
+/// Serves a fresh [`FakeCloudHypervisor`] on `socket`, checked against the spec.
+pub async fn serve(socket: &Path) -> std::io::Result<FakeServer> {
+    serve_shared(socket, Arc::new(Mutex::new(FakeCloudHypervisor::new()))).await
+}
+
+/// Serves `fake` on `socket`; the caller keeps a handle on the state (the stand-in binary watches
+/// [`FakeCloudHypervisor::exit_requested`]). Once the VMM has ended, every request gets a 500.
+pub async fn serve_shared(socket: &Path, fake: Arc<Mutex<FakeCloudHypervisor>>) -> std::io::Result<FakeServer> {
+    let handler: FakeHandler = Arc::new(move |method, path, body| {
+        let mut ch = fake.lock().unwrap_or_else(|e| e.into_inner());
+        let (status, body) =
+            if ch.exit_requested() { (500, error_body(&[EXITED.to_owned()])) } else { ch.handle(method, path, body) };
+        Reply::json(status, body)
+    });
+    FakeServer::bind(socket, SpecValidator::cloud_hypervisor(), handler, violation_reply).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1559,5 +1593,55 @@ mod tests {
                 assert_eq!(from.valid_transition(to).is_ok(), allowed.contains(&(from, to)), "{from:?} -> {to:?}");
             }
         }
+    }
+    #[tokio::test]
+    async fn test_serve_checks_requests_against_the_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("api.sock");
+        let server = serve(&socket).await.unwrap();
+        let client = nestbox_uds_http::UdsClient::new(&socket);
+        let ping: Value = client.get_json("/api/v1/vmm.ping").await.unwrap();
+        assert_eq!(ping["version"], VERSION);
+        let config: Value = serde_json::from_str(KERNEL_CONFIG).unwrap();
+        client.put_json("/api/v1/vm.create", &config).await.unwrap();
+        client.put_empty("/api/v1/vm.boot").await.unwrap();
+        let info: Value = client.get_json("/api/v1/vm.info").await.unwrap();
+        assert_eq!(info["state"], "Running");
+        let counters: Value = client.get_json("/api/v1/vm.counters").await.unwrap();
+        assert!(counters.get("_disk0").is_some(), "{counters}");
+
+        // A body the spec refuses (desired_vcpus has minimum 1) never reaches the fake.
+        let err = client.put_json("/api/v1/vm.resize", &json!({"desired_vcpus": 0})).await.unwrap_err();
+        assert_eq!(err.status(), Some(400));
+        assert!(chain(err.body().unwrap())[0].starts_with("spec violation:"), "{err}");
+        // CH's own refusals come through with their status and chain.
+        let err = client.put_empty("/api/v1/vm.resume").await.unwrap_err();
+        assert_eq!(err.status(), Some(500));
+        assert_eq!(chain(err.body().unwrap())[2], "Cannot resume VM");
+
+        assert_eq!(server.violations().len(), 1, "{:?}", server.violations());
+        let requests = server.requests();
+        let seen: Vec<(&str, u16)> = requests.iter().map(|r| (r.path.as_str(), r.status)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("/api/v1/vmm.ping", 200),
+                ("/api/v1/vm.create", 204),
+                ("/api/v1/vm.boot", 204),
+                ("/api/v1/vm.info", 200),
+                ("/api/v1/vm.counters", 200),
+                ("/api/v1/vm.resize", 400),
+                ("/api/v1/vm.resume", 500),
+            ]
+        );
+        assert_eq!(requests[1].body.as_ref().unwrap()["payload"]["kernel"], "/k");
+
+        // After vmm.shutdown nothing succeeds any more.
+        client.put_empty("/api/v1/vmm.shutdown").await.unwrap();
+        let err = client.get_json::<Value>("/api/v1/vmm.ping").await.unwrap_err();
+        assert_eq!(err.status(), Some(500));
+        assert!(server.violations().len() == 1, "{:?}", server.violations());
+        server.shutdown();
+        assert!(!socket.exists());
     }
 }
