@@ -23,7 +23,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nestbox_backend::VmDirs;
+use nestbox_backend::{BackendError, BackendKind, VmDirs};
 use nestbox_supervise::{ExitReport, Supervised};
 use serde::Deserialize;
 
@@ -196,6 +196,43 @@ pub fn classify_exit(report: ExitReport, log_tail: &[String], events: &[ChvEvent
     }
 }
 
+/// How long `cloud-hypervisor --version` may take.
+pub const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The version in `cloud-hypervisor --version` output (`cloud-hypervisor v53.0` → `v53.0`).
+pub fn parse_version(stdout: &str) -> Option<String> {
+    let line = stdout.lines().find(|l| !l.trim().is_empty())?;
+    let word =
+        line.split_whitespace().find(|w| w.starts_with('v') && w[1..].starts_with(|c: char| c.is_ascii_digit()))?;
+    Some(word.to_owned())
+}
+
+/// Runs `binary --version` (for `nestbox doctor`) and returns the version it prints.
+pub async fn binary_version(binary: &Path) -> Result<String, BackendError> {
+    let backend = BackendKind::CloudHypervisor;
+    let run = tokio::process::Command::new(binary).arg("--version").kill_on_drop(true).output();
+    let output = match tokio::time::timeout(VERSION_TIMEOUT, run).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(source)) => {
+            return Err(BackendError::Io { context: format!("run {} --version", binary.display()), source });
+        }
+        Err(_) => {
+            return Err(BackendError::Launch {
+                backend,
+                reason: format!("{} --version gave no answer within {VERSION_TIMEOUT:?}", binary.display()),
+            });
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match parse_version(&stdout) {
+        Some(version) if output.status.success() => Ok(version),
+        _ => Err(BackendError::Launch {
+            backend,
+            reason: format!("{} --version ({}) printed {:?}", binary.display(), output.status, stdout.trim()),
+        }),
+    }
+}
+
 /// Removes sockets a previous run left in the VM directory: Cloud Hypervisor refuses to bind
 /// over an existing file.
 pub fn remove_stale_sockets(dirs: &VmDirs) -> std::io::Result<()> {
@@ -237,6 +274,23 @@ mod tests {
 
     fn exit(code: i32) -> ExitReport {
         ExitReport { code: Some(code), signal: None }
+    }
+
+    #[test]
+    fn test_parse_version() {
+        assert_eq!(parse_version("cloud-hypervisor v53.0\n").as_deref(), Some("v53.0"));
+        assert_eq!(parse_version("\ncloud-hypervisor v41.0-12-gabcdef\n").as_deref(), Some("v41.0-12-gabcdef"));
+        assert_eq!(parse_version("usage: ..."), None);
+    }
+
+    #[tokio::test]
+    async fn test_binary_version_of_a_non_hypervisor_fails() {
+        let Some(echo) = nestbox_supervise::find_program("true") else {
+            eprintln!("skipped: no true on PATH");
+            return;
+        };
+        let err = binary_version(&echo).await.unwrap_err();
+        assert!(err.to_string().contains("--version"), "{err}");
     }
 
     #[test]
