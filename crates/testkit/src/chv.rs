@@ -1644,4 +1644,33 @@ mod tests {
         server.shutdown();
         assert!(!socket.exists());
     }
+    #[tokio::test]
+    async fn test_served_replies_conform_to_the_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = dir.path().join("snap");
+        std::fs::create_dir(&snap).unwrap();
+        let socket = dir.path().join("api.sock");
+        let server = serve(&socket).await.unwrap();
+        let client = nestbox_uds_http::UdsClient::new(&socket);
+        let config: Value = serde_json::from_str(KERNEL_CONFIG).unwrap();
+        client.put_json("/api/v1/vm.create", &config).await.unwrap();
+        client.put_json("/api/v1/vm.add-disk", &json!({"path": "/cold.img"})).await.unwrap();
+        client.put_empty("/api/v1/vm.boot").await.unwrap();
+        let added = client.put_json("/api/v1/vm.add-disk", &json!({"path": "/hot.img"})).await.unwrap();
+        assert_eq!(added.status, 200);
+        client.put_json("/api/v1/vm.resize", &json!({"desired_balloon": 1_048_576})).await.unwrap();
+        client.get_json::<Value>("/api/v1/vm.counters").await.unwrap();
+        client.put_json("/api/v1/vm.remove-device", &json!({"id": "_disk0"})).await.unwrap();
+        client.put_empty("/api/v1/vm.pause").await.unwrap();
+        let url = json!({"destination_url": format!("file://{}", snap.display())});
+        client.put_json("/api/v1/vm.snapshot", &url).await.unwrap();
+        client.put_empty("/api/v1/vm.delete").await.unwrap();
+        let restore = json!({"source_url": format!("file://{}", snap.display()), "resume": true});
+        client.put_json("/api/v1/vm.restore", &restore).await.unwrap();
+        let info: Value = client.get_json("/api/v1/vm.info").await.unwrap();
+        assert_eq!(info["state"], "Running");
+        client.put_empty("/api/v1/vm.power-button").await.unwrap();
+        assert!(server.violations().is_empty(), "{:?}", server.violations());
+        server.shutdown();
+    }
 }
