@@ -187,3 +187,68 @@ async fn test_stale_socket_is_replaced() {
     vm.kill();
     vm.wait().await;
 }
+
+/// A stand-in `jailer`: checks the arguments the real one requires, then does what it does for
+/// the socket: runs the exec file with `--id` and the arguments after `--`, the API socket
+/// resolved inside `<chroot-base>/<exec name>/<id>/root`.
+const JAILER_SCRIPT: &str = r#"#!/bin/sh
+set -e
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --id) id="$2"; shift 2;;
+    --exec-file) exec_file="$2"; shift 2;;
+    --uid) uid="$2"; shift 2;;
+    --gid) gid="$2"; shift 2;;
+    --chroot-base-dir) base="$2"; shift 2;;
+    --) shift; break;;
+    *) echo "jailer: unexpected $1" >&2; exit 2;;
+  esac
+done
+[ -n "$id" ] && [ -n "$exec_file" ] && [ -n "$uid" ] && [ -n "$gid" ] && [ -n "$base" ] || { echo "jailer: missing argument" >&2; exit 2; }
+root="$base/$(basename "$exec_file")/$id/root"
+[ -d "$root/run" ] || { echo "jailer: $root/run was not prepared" >&2; exit 2; }
+[ -f "$root/kernel" ] || { echo "jailer: kernel not linked into $root" >&2; exit 2; }
+[ "$1" = "--api-sock" ] || { echo "jailer: firecracker args start with $1" >&2; exit 2; }
+sock="$2"; shift 2
+exec "$exec_file" --id "$id" --api-sock "$root$sock" "$@"
+"#;
+
+#[tokio::test]
+async fn test_launch_through_jailer_uses_the_chroot() {
+    use std::os::unix::fs::PermissionsExt;
+    let g = guest();
+    let jailer = g.tmp.path().join("jailer");
+    let fc = wrapper("plain");
+    // Written and closed before the only spawn of this test; other tests' forks may still
+    // inherit it for an instant, so retry the launch on ETXTBSY.
+    std::fs::write(&jailer, JAILER_SCRIPT).unwrap();
+    std::fs::set_permissions(&jailer, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let id = |name: &str| -> u32 {
+        status.lines().find(|l| l.starts_with(name)).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let mut jail = nestbox_backend_firecracker::JailerConfig::new(&jailer, id("Uid:"), id("Gid:"));
+    jail.chroot_base = g.tmp.path().join("srv");
+    let mut cfg = common::config(&fc);
+    cfg.jailer = Some(jail);
+    let backend = nestbox_backend_firecracker::FirecrackerBackend::new(cfg);
+    let mut attempt = 0;
+    let vm = loop {
+        match backend.launch_vm(&g.spec, &g.dirs).await {
+            Err(e) if attempt < 3 && e.to_string().contains("busy") => attempt += 1,
+            other => break other.unwrap(),
+        }
+    };
+    let root = g.tmp.path().join("srv/plain-firecracker/vm/root");
+    assert_eq!(vm.layout().api_socket, root.join("run/firecracker.socket"));
+    assert_eq!(
+        nestbox_backend::VmHandle::agent_endpoint(&vm),
+        &AgentEndpoint::HybridVsock { path: root.join("vsock.sock"), port: 1024 }
+    );
+    assert!(root.join("drive-data").is_file() && root.join("initrd").is_file());
+    assert_eq!(nestbox_backend::VmHandle::state(&vm).await.unwrap(), VmState::Running);
+    let report = nestbox_backend::VmHandle::shutdown(&vm, GRACE).await;
+    assert_eq!(report.code, Some(0));
+    drop(vm);
+    assert!(!root.exists(), "the jail is removed with the VM");
+}
