@@ -151,7 +151,16 @@ impl FirecrackerBackend {
     async fn spawn(&self, dirs: &VmDirs, layout: Layout) -> Result<FirecrackerVm, BackendError> {
         layout.remove_stale_sockets()?;
         let cmd = self.command(&layout, dirs);
-        let child = process::start(self.spawner.as_ref(), &cmd, &layout.api_socket, self.config.start_timeout).await?;
+        let started = process::start(self.spawner.as_ref(), &cmd, &layout.api_socket, self.config.start_timeout).await;
+        let child = match started {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(jail) = &layout.jail {
+                    jail.remove();
+                }
+                return Err(e);
+            }
+        };
         let client = FcClient::new(&layout.api_socket).with_timeout(self.config.api_timeout);
         let agent = AgentEndpoint::HybridVsock { path: layout.vsock_socket.clone(), port: AGENT_VSOCK_PORT };
         Ok(FirecrackerVm {
