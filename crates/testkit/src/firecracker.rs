@@ -487,6 +487,11 @@ impl FakeFirecracker {
         self.state
     }
 
+    /// The host side of the guest's vsock device, once configured (`PUT /vsock` `uds_path`).
+    pub fn vsock_uds_path(&self) -> Option<std::path::PathBuf> {
+        self.vsock.as_ref().map(|v| std::path::PathBuf::from(&v.uds_path))
+    }
+
     /// True once `SendCtrlAltDel` reached a booted guest: the process should exit 0.
     pub fn exit_requested(&self) -> bool {
         self.exit_requested

@@ -4,12 +4,14 @@
 //! - [`spec`]: [`spec::SpecValidator`], requests and replies checked against the official specs.
 //! - [`fake`]: [`FakeServer`] and [`Recorded`], the spec-checking, recording socket server.
 //! - [`firecracker`], [`chv`]: the fakes' state machines and `serve` functions.
+//! - [`guest`]: the real agent served behind a fake's vsock socket (`FAKE_AGENT`).
 //! - [`fake_binary`]: the stand-in executables (`fake-firecracker`, `fake-cloud-hypervisor`)
 //!   for launch and supervision tests of other crates.
 
 pub mod chv;
 pub mod fake;
 pub mod firecracker;
+pub mod guest;
 pub mod spec;
 
 pub use fake::{FakeServer, Recorded};

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nestbox_testkit::chv::{FakeCloudHypervisor, VERSION_LINE, serve_shared};
+use nestbox_testkit::chv::{FakeCloudHypervisor, VERSION_LINE, VmState, serve_shared};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// The name messages start with.
@@ -140,6 +140,8 @@ async fn run(api_socket: PathBuf, no_shutdown: bool) -> ExitCode {
         }
     };
     eprintln!("{NAME}: {VERSION_LINE} API on {}", api_socket.display());
+    let agent = std::env::var_os(nestbox_testkit::guest::FAKE_AGENT_ENV).map(PathBuf::from);
+    let mut guest: Option<tokio::task::JoinHandle<()>> = None;
     let mut poll = tokio::time::interval(EXIT_POLL);
     loop {
         tokio::select! {
@@ -152,12 +154,30 @@ async fn run(api_socket: PathBuf, no_shutdown: bool) -> ExitCode {
             }
             _ = int.recv() => break,
             _ = poll.tick() => {
+                // With FAKE_AGENT, a booted VM with a vsock device gets the agent behind it.
+                if guest.is_none() && let Some(agent) = &agent {
+                    let vsock = {
+                        let ch = fake.lock().unwrap_or_else(|e| e.into_inner());
+                        let booted = matches!(ch.state(), Some(VmState::Running | VmState::Paused));
+                        let socket = ch.config().and_then(|c| c.get("vsock")?.get("socket")?.as_str().map(PathBuf::from));
+                        socket.filter(|_| booted)
+                    };
+                    if let Some(path) = vsock {
+                        match nestbox_testkit::guest::serve_agent(&path, agent.clone()) {
+                            Ok(task) => guest = Some(task),
+                            Err(e) => eprintln!("{NAME}: fake guest: cannot listen on {}: {e}", path.display()),
+                        }
+                    }
+                }
                 if fake.lock().unwrap_or_else(|e| e.into_inner()).exit_requested() {
                     tokio::time::sleep(EXIT_LINGER).await;
                     break;
                 }
             }
         }
+    }
+    if let Some(task) = guest {
+        task.abort();
     }
     server.shutdown();
     ExitCode::SUCCESS

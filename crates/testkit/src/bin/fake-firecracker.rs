@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nestbox_testkit::firecracker::{DEFAULT_INSTANCE_ID, FIRECRACKER_VERSION, FakeFirecracker, serve_shared};
+use nestbox_testkit::firecracker::{DEFAULT_INSTANCE_ID, FIRECRACKER_VERSION, FakeFirecracker, FcState, serve_shared};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Firecracker's default API socket.
@@ -118,6 +118,8 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let agent = std::env::var_os(nestbox_testkit::guest::FAKE_AGENT_ENV).map(PathBuf::from);
+    let mut guest: Option<tokio::task::JoinHandle<()>> = None;
     let mut poll = tokio::time::interval(EXIT_POLL);
     loop {
         tokio::select! {
@@ -130,6 +132,19 @@ async fn run(args: Args) -> ExitCode {
             }
             _ = int.recv() => break,
             _ = poll.tick() => {
+                // With FAKE_AGENT, a booted VM with a vsock device gets the agent behind it.
+                if guest.is_none() && let Some(agent) = &agent {
+                    let vsock = {
+                        let fc = fake.lock().unwrap_or_else(|e| e.into_inner());
+                        (fc.state() != FcState::NotStarted).then(|| fc.vsock_uds_path()).flatten()
+                    };
+                    if let Some(path) = vsock {
+                        match nestbox_testkit::guest::serve_agent(&path, agent.clone()) {
+                            Ok(task) => guest = Some(task),
+                            Err(e) => eprintln!("[{}:main] fake guest: cannot listen on {}: {e}", args.id, path.display()),
+                        }
+                    }
+                }
                 if fake.lock().unwrap_or_else(|e| e.into_inner()).exit_requested() {
                     println!("[{}:main] Vmm is stopping.", args.id);
                     tokio::time::sleep(EXIT_LINGER).await;
@@ -137,6 +152,9 @@ async fn run(args: Args) -> ExitCode {
                 }
             }
         }
+    }
+    if let Some(task) = guest {
+        task.abort();
     }
     server.shutdown();
     ExitCode::SUCCESS
