@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use nestbox_agent_client::{ExecEvent, ExecRequest};
-use nestbox_backend_qemu::{Accel, QemuConfig};
+use nestbox_backend::BackendKind;
 use nestbox_engine::accel::AccelChoice;
 use nestbox_engine::{BootRequest, Home as EngineHome, Runner, Teardown};
 
@@ -19,7 +19,7 @@ fn test_sixteen_concurrent_execs_in_one_vm() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let engine_home = EngineHome::new(home.path());
-        let runner = Runner::new(engine_home, QemuConfig::new(Accel::Tcg).unwrap());
+        let runner = Runner::new(engine_home);
         let prepared = runner
             .prepare(&BootRequest {
                 vcpus: 1,
@@ -28,6 +28,8 @@ fn test_sixteen_concurrent_execs_in_one_vm() {
                 kernel_args: vec![],
                 boot_timeout: Duration::from_secs(60),
                 accel: AccelChoice::Auto,
+                hypervisor: BackendKind::Qemu,
+                hypervisor_binary: None,
             })
             .await
             .unwrap();

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use nestbox_agent_client::ExecRequest;
+use nestbox_backend::BackendKind;
 use nestbox_backend::{BackendError, VmState};
-use nestbox_backend_qemu::{Accel, QemuConfig};
 use nestbox_engine::accel::AccelChoice;
 use nestbox_engine::{BootRequest, Home as EngineHome, Runner, Sandbox, Teardown};
 
@@ -12,7 +12,7 @@ use crate::common::Home;
 use crate::require_vm;
 
 async fn boot(home: &Home) -> Sandbox {
-    let runner = Runner::new(EngineHome::new(home.path()), QemuConfig::new(Accel::Tcg).unwrap());
+    let runner = Runner::new(EngineHome::new(home.path()));
     let prepared = runner
         .prepare(&BootRequest {
             vcpus: 1,
@@ -21,6 +21,8 @@ async fn boot(home: &Home) -> Sandbox {
             kernel_args: vec![],
             boot_timeout: Duration::from_secs(60),
             accel: AccelChoice::Auto,
+            hypervisor: BackendKind::Qemu,
+            hypervisor_binary: None,
         })
         .await
         .unwrap();

@@ -9,6 +9,7 @@ mod common;
 mod concurrency;
 mod doctor;
 mod failures;
+mod hypervisors;
 mod lifecycle;
 mod run;
 mod stress;

@@ -34,6 +34,8 @@ impl std::fmt::Display for BackendKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Operation {
+    /// Launch a VM at all (vfkit, for one, only runs on macOS).
+    Launch,
     /// Pause and resume vCPUs.
     Pause,
     /// Take a snapshot.

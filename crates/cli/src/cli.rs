@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use nestbox_backend::BackendKind;
 use nestbox_engine::accel::AccelChoice;
 use nestbox_model::EnvVar;
 
@@ -68,9 +69,17 @@ pub struct RunArgs {
     /// Extra word for the guest kernel's command line (repeatable).
     #[arg(long = "kernel-arg", value_name = "ARG")]
     pub kernel_args: Vec<String>,
-    /// Accelerator: auto uses KVM only when a probe shows it runs guests.
+    /// Accelerator: auto uses KVM only when a probe shows it runs guests (QEMU only;
+    /// Firecracker and Cloud Hypervisor always use KVM).
     #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto", value_parser = parse_accel)]
     pub accel: AccelChoice,
+    /// Hypervisor: qemu, firecracker or cloud-hypervisor.
+    #[arg(long, value_name = "NAME", default_value = "qemu", value_parser = parse_hypervisor)]
+    pub hypervisor: BackendKind,
+    /// The hypervisor's binary (else $NESTBOX_QEMU / $NESTBOX_FIRECRACKER /
+    /// $NESTBOX_CLOUD_HYPERVISOR, else PATH).
+    #[arg(long, value_name = "PATH")]
+    pub hypervisor_bin: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -122,6 +131,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn parse_accel(s: &str) -> Result<AccelChoice, String> {
     s.parse()
+}
+
+fn parse_hypervisor(s: &str) -> Result<BackendKind, String> {
+    match s {
+        "qemu" => Ok(BackendKind::Qemu),
+        "firecracker" | "fc" => Ok(BackendKind::Firecracker),
+        "cloud-hypervisor" | "ch" => Ok(BackendKind::CloudHypervisor),
+        other => Err(format!("unknown hypervisor {other:?}: expected qemu, firecracker or cloud-hypervisor")),
+    }
 }
 
 #[cfg(test)]

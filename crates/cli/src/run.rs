@@ -1,7 +1,6 @@
 //! `nestbox run`: flags → engine request; streams wired to the terminal; signals → teardown.
 
 use anyhow::Context;
-use nestbox_backend_qemu::{Accel, QemuConfig};
 use nestbox_engine::{BootRequest, EngineError, Home, RunIo, RunRequest, Runner};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -15,9 +14,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         let _ = rx.wait_for(|sig| *sig != 0).await;
         *rx.borrow()
     };
-    let mut config = QemuConfig::new(Accel::Tcg)?;
-    config.binary = nestbox_backend_qemu::vm::locate_binary()?;
-    let runner = Runner::new(Home::from_env(), config);
+    let runner = Runner::new(Home::from_env());
     let req = RunRequest {
         boot: BootRequest {
             vcpus: args.cpus,
@@ -26,6 +23,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             kernel_args: args.kernel_args,
             boot_timeout: args.boot_timeout,
             accel: args.accel,
+            hypervisor: args.hypervisor,
+            hypervisor_binary: args.hypervisor_bin,
         },
         env: args.env.into_iter().map(|e| (e.key, e.value)).collect(),
         workdir: args.workdir,

@@ -18,7 +18,14 @@ use nestbox_model::{Boot, VmSpec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+use nestbox_backend::{BackendError, BackendKind};
+use nestbox_backend_chv::{ChvConfig, CloudHypervisorBackend};
+use nestbox_backend_firecracker::{FirecrackerBackend, FirecrackerConfig, Transport};
+use nestbox_backend_qemu::Accel;
+use nestbox_kernel::{KernelConfig, VirtioTransport};
+
 use crate::accel::{self, AccelChoice, AccelDecision};
+use crate::doctor;
 use crate::guest::{CONSOLE_TAIL_LINES, DEFAULT_CMDLINE, POWEROFF_GRACE};
 use crate::{EngineError, Home, agent_binary, ids};
 
@@ -44,11 +51,15 @@ pub struct BootRequest {
     pub kernel_args: Vec<String>,
     /// How long boot may take, from launch to a ready agent.
     pub boot_timeout: Duration,
-    /// Which accelerator to use.
+    /// Which accelerator to use (QEMU; Firecracker and Cloud Hypervisor always use KVM).
     pub accel: AccelChoice,
+    /// Which hypervisor runs the VM.
+    pub hypervisor: BackendKind,
+    /// Its binary, when not found as `doctor::locate_binary` finds it.
+    pub hypervisor_binary: Option<PathBuf>,
 }
 
-/// A request made ready to launch: a validated spec and the accelerator chosen for it.
+/// A request made ready to launch: a validated spec, the accelerator and the configured backend.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     /// The VM.
@@ -57,6 +68,30 @@ pub struct Prepared {
     pub accel: AccelDecision,
     /// How long boot may take.
     pub boot_timeout: Duration,
+    /// The backend that will launch it.
+    pub launcher: Launcher,
+}
+
+/// A backend with its configuration, chosen by `prepare`.
+#[derive(Debug, Clone)]
+pub enum Launcher {
+    /// QEMU.
+    Qemu(QemuConfig),
+    /// Firecracker.
+    Firecracker(FirecrackerConfig),
+    /// Cloud Hypervisor.
+    CloudHypervisor(ChvConfig),
+}
+
+impl Launcher {
+    /// The backend, ready to launch.
+    fn backend(&self) -> Box<dyn Backend> {
+        match self {
+            Launcher::Qemu(config) => Box::new(QemuBackend::new(config.clone())),
+            Launcher::Firecracker(config) => Box::new(FirecrackerBackend::new(config.clone())),
+            Launcher::CloudHypervisor(config) => Box::new(CloudHypervisorBackend::new(config.clone())),
+        }
+    }
 }
 
 /// One `run`: a VM and the command to run in it.
@@ -103,13 +138,12 @@ pub struct RunOutcome {
 #[derive(Debug, Clone)]
 pub struct Runner {
     home: Home,
-    qemu: QemuConfig,
 }
 
 impl Runner {
-    /// A runner keeping its state under `home`, starting QEMU as `qemu` says.
-    pub fn new(home: Home, qemu: QemuConfig) -> Self {
-        Self { home, qemu }
+    /// A runner keeping its state under `home`.
+    pub fn new(home: Home) -> Self {
+        Self { home }
     }
 
     /// Boots a VM for `req`, runs the command with `io`, and tears the VM down. When `cancel`
@@ -141,8 +175,7 @@ impl Runner {
     /// whatever was started is killed and removed.
     pub async fn boot(&self, prepared: &Prepared) -> Result<Sandbox, EngineError> {
         let mut sandbox = Sandbox { dirs: self.create_dir()?, vm: None, agent: None };
-        let config = QemuConfig { accel: prepared.accel.accel, ..self.qemu.clone() };
-        let backend = QemuBackend::new(config);
+        let backend = prepared.launcher.backend();
         let vm = sandbox.vm.insert(backend.launch(&prepared.spec, &sandbox.dirs).await?);
         tracing::debug!(pid = vm.pid(), "hypervisor up");
         sandbox.agent = Some(connect_agent(&**vm, prepared.boot_timeout).await?);
@@ -181,9 +214,38 @@ impl Runner {
             devices: Vec::new(),
         };
         spec.validate()?;
-        let accel = accel::choose(req.accel, &self.home.cache(), &self.qemu.binary, &kernel_info).await?;
-        tracing::debug!(accel = %accel.accel, "prepared");
-        Ok(Prepared { spec, accel, boot_timeout: req.boot_timeout })
+        let explicit = req.hypervisor_binary.as_deref();
+        let binary = doctor::locate_binary(req.hypervisor, explicit).ok_or_else(|| BackendError::BinaryNotFound {
+            binary: doctor::binary_name(req.hypervisor).into(),
+            package: package_of(req.hypervisor).into(),
+        })?;
+        let (accel, launcher) = match req.hypervisor {
+            BackendKind::Qemu => {
+                let accel = accel::choose(req.accel, &self.home.cache(), &binary, &kernel_info).await?;
+                let mut config = QemuConfig::new(accel.accel)?;
+                config.binary = binary;
+                (accel, Launcher::Qemu(config))
+            }
+            BackendKind::Firecracker => {
+                require_kvm(req.hypervisor)?;
+                let transport = match firecracker_transport(&kernel_info) {
+                    Some(VirtioTransport::Pci) => Transport::Pci,
+                    _ => Transport::Mmio,
+                };
+                let accel = AccelDecision { accel: Accel::Kvm, note: None };
+                (accel, Launcher::Firecracker(FirecrackerConfig::with_binary(binary, transport)))
+            }
+            BackendKind::CloudHypervisor => {
+                require_kvm(req.hypervisor)?;
+                let accel = AccelDecision { accel: Accel::Kvm, note: None };
+                (accel, Launcher::CloudHypervisor(ChvConfig::with_binary(binary)))
+            }
+            kind => {
+                return Err(BackendError::Unsupported { backend: kind, op: nestbox_backend::Operation::Launch }.into());
+            }
+        };
+        tracing::debug!(accel = %accel.accel, hypervisor = %req.hypervisor, "prepared");
+        Ok(Prepared { spec, accel, boot_timeout: req.boot_timeout, launcher })
     }
 
     fn create_dir(&self) -> Result<VmDirs, EngineError> {
@@ -203,6 +265,34 @@ impl Runner {
             .map_err(EngineError::io(format!("cannot create {}", dirs.root().display())))?;
         Ok(dirs)
     }
+}
+
+/// The package that provides a backend's binary.
+fn package_of(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Qemu => nestbox_backend_qemu::QEMU_PACKAGE,
+        BackendKind::Firecracker => "firecracker (release binary from its project)",
+        BackendKind::CloudHypervisor => "cloud-hypervisor (release binary from its project)",
+        BackendKind::Vfkit => "vfkit (Homebrew)",
+    }
+}
+
+/// Firecracker and Cloud Hypervisor run guests with KVM only: refuse early, and clearly,
+/// where `/dev/kvm` cannot be opened.
+fn require_kvm(backend: BackendKind) -> Result<(), EngineError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map(drop)
+        .map_err(|e| EngineError::KvmUnusable { reason: format!("{backend} needs /dev/kvm: {e}") })
+}
+
+/// The virtio transport Firecracker needs for `kernel`, when its build config is known.
+fn firecracker_transport(kernel: &nestbox_kernel::ResolvedKernel) -> Option<VirtioTransport> {
+    let version = kernel.version.as_deref()?;
+    let boot = kernel.source.parent()?;
+    KernelConfig::for_version(boot, version)?.firecracker_transport()
 }
 
 /// Connects to the agent, retrying while the hypervisor creates its socket and the guest boots,

@@ -1,0 +1,65 @@
+//! `nestbox run --hypervisor firecracker|cloud-hypervisor` end to end, through the real engine,
+//! driver, HTTP client and hybrid-vsock transport, against the stand-in hypervisors of
+//! `nestbox-testkit`: they keep the real API state machines (every request is checked against
+//! the official specs) and, as no CPU is emulated, serve the real agent behind the VM's vsock
+//! socket (`FAKE_AGENT`), where the guest's agent would listen.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use crate::common::{Home, stderr, stdout};
+
+/// The guest agent as a host executable (it is static, so it runs here too).
+fn agent_on_host(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("nestbox-agent");
+    std::fs::write(&path, nestbox_engine::agent_binary::AGENT).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn run_through(fake: &str, hypervisor: &str) {
+    if let Err(e) = nestbox_kernel::resolve(None, &crate::common::shared_cache()) {
+        eprintln!("skipped: no guest kernel: {e}");
+        return;
+    }
+    let home = Home::new();
+    let tools = tempfile::tempdir().unwrap();
+    let agent = agent_on_host(tools.path());
+    let binary = nestbox_testkit::fake_binary(fake);
+    let out = home
+        .nestbox(["run", "--hypervisor", hypervisor, "--hypervisor-bin"])
+        .arg(&binary)
+        .args(["--", "sh", "-c", "echo hi; echo oops >&2; exit 3"])
+        .env(nestbox_testkit::guest::FAKE_AGENT_ENV, &agent)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hi\n");
+    assert!(stderr(&out).ends_with("oops\n"), "{}", stderr(&out));
+    home.assert_clean();
+}
+
+#[test]
+fn test_run_through_firecracker_driver() {
+    run_through("fake-firecracker", "firecracker");
+}
+
+#[test]
+fn test_run_through_cloud_hypervisor_driver() {
+    run_through("fake-cloud-hypervisor", "cloud-hypervisor");
+}
+
+#[test]
+fn test_missing_hypervisor_binary_is_named() {
+    let home = Home::new();
+    let empty = tempfile::tempdir().unwrap();
+    let out = home
+        .nestbox(["run", "--hypervisor", "firecracker", "--", "true"])
+        .env("PATH", empty.path())
+        .env_remove("NESTBOX_FIRECRACKER")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("firecracker not found"), "{}", stderr(&out));
+    home.assert_clean();
+}
