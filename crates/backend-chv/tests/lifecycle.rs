@@ -242,3 +242,17 @@ async fn test_console_tail_reads_the_serial_output() {
     let log = std::fs::read_to_string(guest.dirs.console_log()).unwrap();
     assert!(log.contains("fake serial"), "{log}");
 }
+
+#[tokio::test]
+async fn test_vm_create_refusal_fails_the_launch_with_ch_text() {
+    let mut guest = guest();
+    guest.spec.devices.push(Device::VirtioNet { id: "net0".into(), tap: "tap0".into(), mac: Some("not-a-mac".into()) });
+    let err = backend().launch(&guest.spec, &guest.dirs).await.unwrap_err();
+    match err {
+        BackendError::Launch { backend: BackendKind::CloudHypervisor, reason } => {
+            assert!(reason.starts_with("vm.create: status 400"), "{reason}");
+            assert!(reason.contains("MAC"), "{reason}");
+        }
+        other => panic!("expected a launch error, got {other:?}"),
+    }
+}

@@ -86,3 +86,8 @@ async fn test_stubborn_vmm_still_stops_through_the_api() {
     assert_eq!(report.code, Some(0), "{report}");
     assert_eq!(vm.exit_cause(), Some(ExitCause::Clean));
 }
+
+#[tokio::test]
+async fn test_binary_version_of_the_stand_in() {
+    assert_eq!(process::binary_version(&fake()).await.unwrap(), "v53.0");
+}
