@@ -13,7 +13,7 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<i32> {
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => {
-            println!("{:<17} {:<7} {:<38} {}", "BACKEND", "USABLE", "BINARY", "VERSION");
+            println!("{:<17} {:<7} {:<38} VERSION", "BACKEND", "USABLE", "BINARY");
             for b in &report.backends {
                 let binary = b.binary.as_ref().map_or("-".into(), |p| p.display().to_string());
                 let usable = if b.usable { "yes" } else { "no" };
