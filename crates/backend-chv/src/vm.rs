@@ -181,7 +181,8 @@ impl CloudHypervisorBackend {
     /// Launches `spec` and returns the concrete VM (the trait's `launch` boxes it).
     pub async fn launch_vm(&self, spec: &VmSpec, dirs: &VmDirs) -> Result<CloudHypervisorVm, BackendError> {
         self.check(spec)?;
-        let config = map::vm_config(spec, dirs).map_err(|e| launch_error(e.to_string()))?;
+        let config = map::vm_config(spec, dirs)
+            .map_err(|e| BackendError::Refused { backend: BACKEND, reason: e.to_string() })?;
         let vm = self.start_vmm(dirs).await?;
         let booted = async {
             vm.client.create(&config).await?;

@@ -220,7 +220,7 @@ async fn test_refusals_happen_before_any_process() {
     guest.spec.devices.pop();
     guest.spec.devices.push(Device::Rng);
     match backend.launch(&guest.spec, &guest.dirs).await {
-        Err(BackendError::Launch { reason, .. }) => {
+        Err(BackendError::Refused { backend: BackendKind::CloudHypervisor, reason }) => {
             assert_eq!(reason, "cloud-hypervisor has one rng device; devices[3] is a second")
         }
         other => panic!("expected a refusal, got {other:?}"),

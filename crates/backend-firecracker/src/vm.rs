@@ -84,7 +84,7 @@ pub fn locate_binary(explicit: Option<&Path>) -> Result<PathBuf, BackendError> {
 
 impl From<MapError> for BackendError {
     fn from(e: MapError) -> Self {
-        BackendError::Launch { backend: BackendKind::Firecracker, reason: e.to_string() }
+        BackendError::Refused { backend: BackendKind::Firecracker, reason: e.to_string() }
     }
 }
 

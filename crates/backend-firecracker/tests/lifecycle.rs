@@ -134,7 +134,8 @@ async fn test_refused_specs_start_nothing() {
     let mut spec = g.spec.clone();
     spec.boot = nestbox_model::Boot::Firmware { path: "/fw".into() };
     let err = backend.launch(&spec, &g.dirs).await.unwrap_err();
-    assert!(err.to_string().ends_with("firecracker does not support boot.firmware"), "{err}");
+    assert!(matches!(err, nestbox_backend::BackendError::Refused { .. }), "{err:?}");
+    assert_eq!(err.to_string(), "firecracker does not support boot.firmware");
 
     // A qcow2 disk is refused before launch.
     let qcow = g.tmp.path().join("disk.qcow2");

@@ -40,6 +40,14 @@ pub enum BackendError {
         /// The state it is in.
         state: crate::VmState,
     },
+    /// The backend cannot run this spec; the reason names the backend and the field.
+    #[error("{reason}")]
+    Refused {
+        /// The backend.
+        backend: BackendKind,
+        /// Which field it cannot honour, and why.
+        reason: String,
+    },
     /// The hypervisor binary is missing.
     #[error("{binary} not found on PATH: install the {package} package")]
     BinaryNotFound {

@@ -338,9 +338,16 @@ impl SpecValidator {
 pub fn specs_dir() -> PathBuf {
     match std::env::var_os(SPECS_DIR_ENV) {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(SPECS_DIR_FROM_MANIFEST),
+        _ => {
+            let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join(SPECS_DIR_FROM_MANIFEST);
+            if shared.is_dir() { shared } else { Path::new(env!("CARGO_MANIFEST_DIR")).join(VENDORED_SPECS_DIR) }
+        }
     }
 }
+
+/// The repository's own copy of the specs (`spec/hypervisors/`), used where the shared
+/// directory beside the checkout is absent; a test keeps it identical to the shared one.
+pub const VENDORED_SPECS_DIR: &str = "../../spec/hypervisors";
 
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -614,6 +621,27 @@ fn rewrite_schema(schema: &Value) -> Value {
         }
     }
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod vendored_tests {
+    use std::path::Path;
+
+    /// The vendored copy must be byte-identical to the shared specs whenever both are present.
+    #[test]
+    fn test_vendored_specs_match_shared() {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let shared = manifest.join(super::SPECS_DIR_FROM_MANIFEST);
+        if !shared.is_dir() {
+            eprintln!("skipped: no shared specs beside the checkout");
+            return;
+        }
+        for name in ["firecracker.yaml", "cloud-hypervisor.yaml"] {
+            let a = std::fs::read(shared.join(name)).unwrap();
+            let b = std::fs::read(manifest.join(super::VENDORED_SPECS_DIR).join(name)).unwrap();
+            assert!(a == b, "spec/hypervisors/{name} differs from the shared spec: copy it again");
+        }
+    }
 }
 
 #[cfg(test)]
