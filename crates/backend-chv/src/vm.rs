@@ -280,10 +280,6 @@ pub fn file_url(dir: &Path) -> Result<String, BackendError> {
     Ok(format!("{FILE_URL_SCHEME}{text}"))
 }
 
-fn convert(report: nestbox_supervise::ExitReport) -> ExitReport {
-    ExitReport { code: report.code, signal: report.signal }
-}
-
 /// A running Cloud Hypervisor VMM and its VM.
 #[derive(Debug)]
 pub struct CloudHypervisorVm {
@@ -311,7 +307,7 @@ impl CloudHypervisorVm {
 
     fn api_error(&self, e: ApiError) -> BackendError {
         match self.child.try_wait() {
-            Some(report) => BackendError::Exited(convert(report)),
+            Some(report) => BackendError::Exited(report),
             None => e.into(),
         }
     }
@@ -384,7 +380,7 @@ impl CloudHypervisorVm {
         if let Some(ExitCause::Crash { reason, .. }) = self.exit_cause() {
             tracing::warn!(pid = self.child.pid(), %reason, "cloud-hypervisor crashed");
         }
-        convert(report)
+        report
     }
 }
 
@@ -412,18 +408,12 @@ impl VmHandle for CloudHypervisorVm {
         self.child.pid()
     }
 
-    async fn pause(&self) -> Result<(), BackendError> {
-        match self.state().await? {
-            VmState::Running => self.client.pause().await.map_err(|e| self.api_error(e)),
-            state => Err(BackendError::InvalidState { op: "pause", state }),
-        }
+    async fn pause_vcpus(&self) -> Result<(), BackendError> {
+        self.client.pause().await.map_err(|e| self.api_error(e))
     }
 
-    async fn resume(&self) -> Result<(), BackendError> {
-        match self.state().await? {
-            VmState::Paused => self.client.resume().await.map_err(|e| self.api_error(e)),
-            state => Err(BackendError::InvalidState { op: "resume", state }),
-        }
+    async fn resume_vcpus(&self) -> Result<(), BackendError> {
+        self.client.resume().await.map_err(|e| self.api_error(e))
     }
 
     async fn state(&self) -> Result<VmState, BackendError> {
@@ -472,7 +462,7 @@ impl VmHandle for CloudHypervisorVm {
     }
 
     fn try_wait(&self) -> Option<ExitReport> {
-        self.child.try_wait().map(convert)
+        self.child.try_wait()
     }
 
     fn console_tail(&self, lines: usize) -> Vec<String> {

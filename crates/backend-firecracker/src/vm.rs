@@ -296,7 +296,7 @@ impl FirecrackerVm {
                         backend: BackendKind::Firecracker,
                         reason: format!("{report}: {reason}"),
                     },
-                    None => BackendError::Exited(convert(report)),
+                    None => BackendError::Exited(report),
                 }
             }
             None => e,
@@ -320,10 +320,6 @@ impl Drop for FirecrackerVm {
     }
 }
 
-fn convert(report: nestbox_supervise::ExitReport) -> ExitReport {
-    ExitReport { code: report.code, signal: report.signal }
-}
-
 #[async_trait]
 impl VmHandle for FirecrackerVm {
     fn agent_endpoint(&self) -> &AgentEndpoint {
@@ -334,18 +330,12 @@ impl VmHandle for FirecrackerVm {
         self.child.pid()
     }
 
-    async fn pause(&self) -> Result<(), BackendError> {
-        match self.state().await? {
-            VmState::Running => self.client.set_vm_state(VmRunState::Paused).await.map_err(|e| self.api_error(e)),
-            state => Err(BackendError::InvalidState { op: "pause", state }),
-        }
+    async fn pause_vcpus(&self) -> Result<(), BackendError> {
+        self.client.set_vm_state(VmRunState::Paused).await.map_err(|e| self.api_error(e))
     }
 
-    async fn resume(&self) -> Result<(), BackendError> {
-        match self.state().await? {
-            VmState::Paused => self.client.set_vm_state(VmRunState::Resumed).await.map_err(|e| self.api_error(e)),
-            state => Err(BackendError::InvalidState { op: "resume", state }),
-        }
+    async fn resume_vcpus(&self) -> Result<(), BackendError> {
+        self.client.set_vm_state(VmRunState::Resumed).await.map_err(|e| self.api_error(e))
     }
 
     async fn state(&self) -> Result<VmState, BackendError> {
@@ -367,7 +357,7 @@ impl VmHandle for FirecrackerVm {
 
     async fn shutdown(&self, grace: Duration) -> ExitReport {
         let report = process::stop(&self.child, &self.client, grace, self.term_grace, self.ctrl_alt_del).await;
-        convert(self.note_crash(report))
+        self.note_crash(report)
     }
 
     fn kill(&self) {
@@ -376,11 +366,11 @@ impl VmHandle for FirecrackerVm {
 
     async fn wait(&self) -> ExitReport {
         let report = self.child.wait().await;
-        convert(self.note_crash(report))
+        self.note_crash(report)
     }
 
     fn try_wait(&self) -> Option<ExitReport> {
-        self.child.try_wait().map(convert)
+        self.child.try_wait()
     }
 
     fn console_tail(&self, lines: usize) -> Vec<String> {

@@ -165,7 +165,7 @@ pub struct QemuVm {
 impl QemuVm {
     fn api_error(&self, e: QmpError) -> BackendError {
         match self.child.try_wait() {
-            Some(report) => BackendError::Exited(convert(report)),
+            Some(report) => BackendError::Exited(report),
             None => {
                 BackendError::Api { backend: BackendKind::Qemu, request: command_of(&e).into(), message: e.to_string() }
             }
@@ -180,10 +180,6 @@ fn command_of(e: &QmpError) -> &'static str {
     }
 }
 
-fn convert(report: nestbox_supervise::ExitReport) -> ExitReport {
-    ExitReport { code: report.code, signal: report.signal }
-}
-
 #[async_trait]
 impl VmHandle for QemuVm {
     fn agent_endpoint(&self) -> &AgentEndpoint {
@@ -194,18 +190,12 @@ impl VmHandle for QemuVm {
         self.child.pid()
     }
 
-    async fn pause(&self) -> Result<(), BackendError> {
-        match self.state().await? {
-            VmState::Running => self.qmp.stop().await.map_err(|e| self.api_error(e)),
-            state => Err(BackendError::InvalidState { op: "pause", state }),
-        }
+    async fn pause_vcpus(&self) -> Result<(), BackendError> {
+        self.qmp.stop().await.map_err(|e| self.api_error(e))
     }
 
-    async fn resume(&self) -> Result<(), BackendError> {
-        match self.state().await? {
-            VmState::Paused => self.qmp.cont().await.map_err(|e| self.api_error(e)),
-            state => Err(BackendError::InvalidState { op: "resume", state }),
-        }
+    async fn resume_vcpus(&self) -> Result<(), BackendError> {
+        self.qmp.cont().await.map_err(|e| self.api_error(e))
     }
 
     async fn state(&self) -> Result<VmState, BackendError> {
@@ -231,19 +221,19 @@ impl VmHandle for QemuVm {
 
     async fn shutdown(&self, grace: Duration) -> ExitReport {
         if let Some(report) = self.child.try_wait() {
-            return convert(report);
+            return report;
         }
         if self.qmp.system_powerdown().await.is_ok()
             && let Ok(report) = tokio::time::timeout(grace, self.child.wait()).await
         {
-            return convert(report);
+            return report;
         }
         if self.qmp.quit().await.is_ok()
             && let Ok(report) = tokio::time::timeout(QUIT_GRACE, self.child.wait()).await
         {
-            return convert(report);
+            return report;
         }
-        convert(self.child.terminate(QUIT_GRACE).await)
+        self.child.terminate(QUIT_GRACE).await
     }
 
     fn kill(&self) {
@@ -251,11 +241,11 @@ impl VmHandle for QemuVm {
     }
 
     async fn wait(&self) -> ExitReport {
-        convert(self.child.wait().await)
+        self.child.wait().await
     }
 
     fn try_wait(&self) -> Option<ExitReport> {
-        self.child.try_wait().map(convert)
+        self.child.try_wait()
     }
 
     fn console_tail(&self, lines: usize) -> Vec<String> {

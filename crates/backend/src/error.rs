@@ -2,24 +2,8 @@
 
 use crate::{BackendKind, Operation};
 
-/// How a hypervisor process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExitReport {
-    /// Exit code, when it exited.
-    pub code: Option<i32>,
-    /// Signal number, when a signal ended it.
-    pub signal: Option<i32>,
-}
-
-impl std::fmt::Display for ExitReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.code, self.signal) {
-            (Some(code), _) => write!(f, "exited with code {code}"),
-            (None, Some(sig)) => write!(f, "killed by signal {sig}"),
-            (None, None) => f.write_str("ended"),
-        }
-    }
-}
+/// How a hypervisor process ended: the supervisor's report, shared by every backend.
+pub use nestbox_supervise::ExitReport;
 
 /// A backend failure.
 #[derive(Debug, thiserror::Error)]

@@ -85,10 +85,25 @@ pub trait VmHandle: Send + Sync + std::fmt::Debug {
     fn agent_endpoint(&self) -> &AgentEndpoint;
     /// The hypervisor's process id.
     fn pid(&self) -> u32;
-    /// Pauses the vCPUs.
-    async fn pause(&self) -> Result<(), BackendError>;
-    /// Resumes paused vCPUs.
-    async fn resume(&self) -> Result<(), BackendError>;
+    /// Pauses the vCPUs of a running VM; any other state is `InvalidState`. The state rule
+    /// lives here, once; backends implement [`VmHandle::pause_vcpus`].
+    async fn pause(&self) -> Result<(), BackendError> {
+        match self.state().await? {
+            VmState::Running => self.pause_vcpus().await,
+            state => Err(BackendError::InvalidState { op: "pause", state }),
+        }
+    }
+    /// Resumes a paused VM; any other state is `InvalidState`.
+    async fn resume(&self) -> Result<(), BackendError> {
+        match self.state().await? {
+            VmState::Paused => self.resume_vcpus().await,
+            state => Err(BackendError::InvalidState { op: "resume", state }),
+        }
+    }
+    /// The hypervisor's own pause call, without the state check.
+    async fn pause_vcpus(&self) -> Result<(), BackendError>;
+    /// The hypervisor's own resume call, without the state check.
+    async fn resume_vcpus(&self) -> Result<(), BackendError>;
     /// Asks the hypervisor for the VM's state.
     async fn state(&self) -> Result<VmState, BackendError>;
     /// Shuts down: graceful (ACPI power button or guest request) for up to `grace`, then forced.
