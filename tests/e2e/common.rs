@@ -132,3 +132,22 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Boots a QEMU VM with the default image through the engine's API (256 MiB, one vCPU).
+pub async fn boot_sandbox(home: &Home) -> nestbox_engine::Sandbox {
+    let runner = nestbox_engine::Runner::new(nestbox_engine::Home::new(home.path()));
+    let prepared = runner
+        .prepare(&nestbox_engine::BootRequest {
+            vcpus: 1,
+            memory_mib: 256,
+            kernel: None,
+            kernel_args: vec![],
+            boot_timeout: std::time::Duration::from_secs(60),
+            accel: nestbox_engine::accel::AccelChoice::Auto,
+            hypervisor: nestbox_backend::BackendKind::Qemu,
+            hypervisor_binary: None,
+        })
+        .await
+        .unwrap();
+    runner.boot(&prepared).await.unwrap()
+}

@@ -3,11 +3,9 @@
 use std::time::Duration;
 
 use nestbox_agent_client::{ExecEvent, ExecRequest};
-use nestbox_backend::BackendKind;
-use nestbox_engine::accel::AccelChoice;
-use nestbox_engine::{BootRequest, Home as EngineHome, Runner, Teardown};
+use nestbox_engine::Teardown;
 
-use crate::common::Home;
+use crate::common::{Home, boot_sandbox};
 use crate::require_vm;
 
 const EXECS: usize = 16;
@@ -18,22 +16,7 @@ fn test_sixteen_concurrent_execs_in_one_vm() {
     let home = Home::new();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let engine_home = EngineHome::new(home.path());
-        let runner = Runner::new(engine_home);
-        let prepared = runner
-            .prepare(&BootRequest {
-                vcpus: 1,
-                memory_mib: 256,
-                kernel: None,
-                kernel_args: vec![],
-                boot_timeout: Duration::from_secs(60),
-                accel: AccelChoice::Auto,
-                hypervisor: BackendKind::Qemu,
-                hypervisor_binary: None,
-            })
-            .await
-            .unwrap();
-        let sandbox = runner.boot(&prepared).await.unwrap();
+        let sandbox = boot_sandbox(&home).await;
         // Each exec announces itself, then waits until all have: if the agent ran execs one
         // at a time, the first would wait forever and the timeout would kill it.
         let script = format!(

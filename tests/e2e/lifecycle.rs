@@ -3,31 +3,11 @@
 use std::time::Duration;
 
 use nestbox_agent_client::ExecRequest;
-use nestbox_backend::BackendKind;
 use nestbox_backend::{BackendError, VmState};
-use nestbox_engine::accel::AccelChoice;
-use nestbox_engine::{BootRequest, Home as EngineHome, Runner, Sandbox, Teardown};
+use nestbox_engine::Teardown;
 
-use crate::common::Home;
+use crate::common::{Home, boot_sandbox};
 use crate::require_vm;
-
-async fn boot(home: &Home) -> Sandbox {
-    let runner = Runner::new(EngineHome::new(home.path()));
-    let prepared = runner
-        .prepare(&BootRequest {
-            vcpus: 1,
-            memory_mib: 256,
-            kernel: None,
-            kernel_args: vec![],
-            boot_timeout: Duration::from_secs(60),
-            accel: AccelChoice::Auto,
-            hypervisor: BackendKind::Qemu,
-            hypervisor_binary: None,
-        })
-        .await
-        .unwrap();
-    runner.boot(&prepared).await.unwrap()
-}
 
 #[test]
 fn test_pause_resume_and_state() {
@@ -35,7 +15,7 @@ fn test_pause_resume_and_state() {
     let home = Home::new();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let sandbox = boot(&home).await;
+        let sandbox = boot_sandbox(&home).await;
         let vm = sandbox.vm();
         assert_eq!(vm.state().await.unwrap(), VmState::Running);
         let err = vm.resume().await.unwrap_err();
@@ -66,7 +46,7 @@ fn test_shutdown_ends_the_hypervisor() {
     let home = Home::new();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let sandbox = boot(&home).await;
+        let sandbox = boot_sandbox(&home).await;
         let vm = sandbox.vm();
         // The default image has no ACPI power-button handler, so this exercises the whole
         // ladder: power button, then QMP quit after the grace period.

@@ -28,8 +28,9 @@ async fn spawn_listener() -> Listening {
         .spawn()
         .expect("spawn agent");
     let deadline = Instant::now() + LIMIT;
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "agent never bound {}", path.display());
+    // The socket file appears at bind(), before listen(): wait until a connection is accepted.
+    while UnixStream::connect(&path).await.is_err() {
+        assert!(Instant::now() < deadline, "agent never listened on {}", path.display());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Listening { child, path, _dir: dir }
