@@ -23,7 +23,8 @@ pub enum AccelChoice {
     /// KVM when the probe passes, else TCG.
     #[default]
     Auto,
-    /// KVM, or fail.
+    /// KVM, as the user says: only checks that `/dev/kvm` opens, no boot probe (the user
+    /// overrides the probe's verdict; a KVM that cannot boot shows as a boot timeout).
     Kvm,
     /// TCG.
     Tcg,
@@ -69,7 +70,7 @@ pub async fn choose(
 ) -> Result<AccelDecision, EngineError> {
     match choice {
         AccelChoice::Tcg => Ok(AccelDecision { accel: Accel::Tcg, note: None }),
-        AccelChoice::Kvm => match kvm_usable(cache_dir, qemu, kernel).await {
+        AccelChoice::Kvm => match open_kvm() {
             Ok(()) => Ok(AccelDecision { accel: Accel::Kvm, note: None }),
             Err(reason) => Err(EngineError::KvmUnusable { reason }),
         },
@@ -83,11 +84,19 @@ pub async fn choose(
     }
 }
 
+/// `Ok(())` when `/dev/kvm` opens for reading and writing.
+pub fn open_kvm() -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map(drop)
+        .map_err(|e| format!("cannot open /dev/kvm: {e}"))
+}
+
 /// `Ok(())` when KVM runs `kernel` on this host, else the reason it does not.
 pub async fn kvm_usable(cache_dir: &Path, qemu: &Path, kernel: &ResolvedKernel) -> Result<(), String> {
-    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-        return Err(format!("cannot open /dev/kvm: {e}"));
-    }
+    open_kvm()?;
     let key = CachedProbe {
         boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_owned(),
         qemu: qemu.to_path_buf(),
@@ -172,6 +181,24 @@ mod tests {
         assert_eq!("kvm".parse::<AccelChoice>(), Ok(AccelChoice::Kvm));
         assert_eq!("tcg".parse::<AccelChoice>(), Ok(AccelChoice::Tcg));
         assert!("hvf".parse::<AccelChoice>().unwrap_err().contains("\"hvf\""));
+    }
+
+    #[tokio::test]
+    async fn test_explicit_kvm_trusts_the_user_without_probing() {
+        let kernel = ResolvedKernel {
+            vmlinux: "/nonexistent".into(),
+            source: "/nonexistent".into(),
+            version: None,
+            modules_dir: None,
+            pvh_entry: 0,
+            sha256: String::new(),
+        };
+        // A probe could not run with this QEMU; only /dev/kvm decides.
+        let d = choose(AccelChoice::Kvm, Path::new("/nonexistent"), Path::new("/nonexistent/qemu"), &kernel).await;
+        match open_kvm() {
+            Ok(()) => assert_eq!(d.unwrap(), AccelDecision { accel: Accel::Kvm, note: None }),
+            Err(reason) => assert!(matches!(d, Err(EngineError::KvmUnusable { reason: r }) if r == reason)),
+        }
     }
 
     #[tokio::test]

@@ -280,12 +280,7 @@ fn package_of(kind: BackendKind) -> &'static str {
 /// Firecracker and Cloud Hypervisor run guests with KVM only: refuse early, and clearly,
 /// where `/dev/kvm` cannot be opened.
 fn require_kvm(backend: BackendKind) -> Result<(), EngineError> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .map(drop)
-        .map_err(|e| EngineError::KvmUnusable { reason: format!("{backend} needs /dev/kvm: {e}") })
+    accel::open_kvm().map_err(|e| EngineError::KvmUnusable { reason: format!("{backend} needs KVM: {e}") })
 }
 
 /// The virtio transport Firecracker needs for `kernel`, when its build config is known.
