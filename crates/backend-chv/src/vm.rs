@@ -404,6 +404,13 @@ impl VmHandle for CloudHypervisorVm {
         &self.agent
     }
 
+    fn crash_reason(&self) -> Option<String> {
+        match self.exit_cause()? {
+            ExitCause::Crash { reason, .. } => Some(reason),
+            ExitCause::Clean | ExitCause::Forced { .. } => None,
+        }
+    }
+
     fn pid(&self) -> u32 {
         self.child.pid()
     }

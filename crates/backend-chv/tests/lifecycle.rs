@@ -205,6 +205,9 @@ async fn test_exit_zero_after_a_vcpu_error_is_a_crash() {
         Some(ExitCause::Crash { reason, .. }) => assert!(reason.contains("VCPU generated error"), "{reason}"),
         other => panic!("expected a crash, got {other:?}"),
     }
+    // The same verdict through the backend trait, where the engine reads it.
+    let reason = nestbox_backend::VmHandle::crash_reason(&vm).expect("a crash reason through the trait");
+    assert!(reason.contains("VCPU generated error"), "{reason}");
 }
 
 #[tokio::test]

@@ -326,6 +326,10 @@ impl VmHandle for FirecrackerVm {
         &self.agent
     }
 
+    fn crash_reason(&self) -> Option<String> {
+        self.crash()
+    }
+
     fn pid(&self) -> u32 {
         self.child.pid()
     }

@@ -171,6 +171,8 @@ async fn test_exit_zero_after_vcpu_error_is_a_crash() {
     assert_eq!(report.code, Some(0));
     let crash = vm.crash().expect("the vCPU error is read from the log");
     assert!(crash.contains("Failure during vcpu run"), "{crash}");
+    // The same verdict through the backend trait, where the engine reads it.
+    assert_eq!(nestbox_backend::VmHandle::crash_reason(&vm), Some(crash));
 
     // A clean run reports no crash.
     let g = guest();

@@ -116,4 +116,10 @@ pub trait VmHandle: Send + Sync + std::fmt::Debug {
     fn try_wait(&self) -> Option<ExitReport>;
     /// The last `lines` lines of the guest console.
     fn console_tail(&self, lines: usize) -> Vec<String>;
+    /// Once the hypervisor has ended: why, when it crashed — also when it exited 0 after a
+    /// vCPU error, which its exit status alone does not tell. `None` while it runs, after a
+    /// clean exit, or where the backend cannot tell.
+    fn crash_reason(&self) -> Option<String> {
+        None
+    }
 }

@@ -35,10 +35,16 @@ pub enum EngineError {
         console: Vec<String>,
     },
     /// The VM ended before its agent answered, or while a command ran.
-    #[error("the VM {report} before the command finished; last console lines:\n{}", console.join("\n"))]
+    #[error(
+        "the VM {report}{} before the command finished; last console lines:\n{}",
+        crash.as_deref().map(|c| format!(" (crashed: {c})")).unwrap_or_default(),
+        console.join("\n")
+    )]
     VmExited {
         /// How the hypervisor ended.
         report: ExitReport,
+        /// Why, when the backend saw a crash.
+        crash: Option<String>,
         /// The last console lines.
         console: Vec<String>,
     },

@@ -294,7 +294,11 @@ fn firecracker_transport(kernel: &nestbox_kernel::ResolvedKernel) -> Option<Virt
 /// until `deadline`; fails early with the console tail if the VM ends first.
 async fn connect_agent(vm: &dyn VmHandle, deadline: Duration) -> Result<AgentClient, EngineError> {
     let endpoint = vm.agent_endpoint().clone();
-    let exited = |report| EngineError::VmExited { report, console: vm.console_tail(CONSOLE_TAIL_LINES) };
+    let exited = |report| EngineError::VmExited {
+        report,
+        crash: vm.crash_reason(),
+        console: vm.console_tail(CONSOLE_TAIL_LINES),
+    };
     let connect = async {
         loop {
             // A hybrid-vsock refusal only means the agent does not listen yet: retry it too.
@@ -414,7 +418,7 @@ impl Sandbox {
         let status = tokio::select! {
             status = stream_exec(exec, io) => status?,
             report = vm.wait() => {
-                return Err(EngineError::VmExited { report, console: vm.console_tail(CONSOLE_TAIL_LINES) });
+                return Err(EngineError::VmExited { report, crash: vm.crash_reason(), console: vm.console_tail(CONSOLE_TAIL_LINES) });
             }
         };
         tracing::debug!(?status, "command ended");
