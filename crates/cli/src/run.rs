@@ -14,7 +14,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         let _ = rx.wait_for(|sig| *sig != 0).await;
         *rx.borrow()
     };
-    let runner = Runner::new(Home::from_env());
+    let mut runner = Runner::new(Home::from_env());
+    // Progress lines only for a person watching; scripts get the command's output alone.
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        runner = runner.with_notify(std::sync::Arc::new(|msg: &str| eprintln!("nestbox: {msg}")));
+    }
     let req = RunRequest {
         boot: BootRequest {
             vcpus: args.cpus,

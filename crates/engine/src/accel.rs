@@ -97,7 +97,34 @@ pub fn open_kvm() -> Result<(), String> {
 /// `Ok(())` when KVM runs `kernel` on this host, else the reason it does not.
 pub async fn kvm_usable(cache_dir: &Path, qemu: &Path, kernel: &ResolvedKernel) -> Result<(), String> {
     open_kvm()?;
-    let key = CachedProbe {
+    let key = probe_key(qemu, kernel);
+    let cache_file = cache_dir.join(PROBE_CACHE_FILE);
+    if let Some(cached) = cached_answer(&cache_file, &key) {
+        return cached;
+    }
+    let result = probe_now(cache_dir, qemu, kernel).await;
+    let entry = CachedProbe { usable: result.is_ok(), reason: result.clone().err().unwrap_or_default(), ..key };
+    // A cache that cannot be written only costs a probe next time.
+    if let Ok(json) = serde_json::to_vec(&entry) {
+        let tmp = cache_dir.join(format!("{PROBE_CACHE_FILE}.{}", std::process::id()));
+        if std::fs::write(&tmp, json).is_ok() {
+            let _ = std::fs::rename(&tmp, &cache_file);
+        }
+    }
+    result
+}
+
+/// Whether `kvm_usable` would answer from its cache (no probe, no wait).
+pub fn probe_is_cached(cache_dir: &Path, qemu: &Path, kernel: &ResolvedKernel) -> bool {
+    cached_answer(&cache_dir.join(PROBE_CACHE_FILE), &probe_key(qemu, kernel)).is_some()
+}
+
+/// The probe cache's file name under `$NESTBOX_HOME/cache`.
+const PROBE_CACHE_FILE: &str = "kvm-probe.json";
+
+/// What a cached answer must match: this boot, this QEMU, this kernel.
+fn probe_key(qemu: &Path, kernel: &ResolvedKernel) -> CachedProbe {
+    CachedProbe {
         boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_owned(),
         qemu: qemu.to_path_buf(),
         qemu_mtime: std::fs::metadata(qemu)
@@ -108,23 +135,15 @@ pub async fn kvm_usable(cache_dir: &Path, qemu: &Path, kernel: &ResolvedKernel) 
         kernel_sha256: kernel.sha256.clone(),
         usable: false,
         reason: String::new(),
-    };
-    let cache_file = cache_dir.join("kvm-probe.json");
-    if let Some(cached) = read_cache(&cache_file)
-        && (&cached.boot_id, &cached.qemu, cached.qemu_mtime) == (&key.boot_id, &key.qemu, key.qemu_mtime)
-    {
-        return if cached.usable { Ok(()) } else { Err(cached.reason) };
     }
-    let result = probe_now(cache_dir, qemu, kernel).await;
-    let entry = CachedProbe { usable: result.is_ok(), reason: result.clone().err().unwrap_or_default(), ..key };
-    // A cache that cannot be written only costs a probe next time.
-    if let Ok(json) = serde_json::to_vec(&entry) {
-        let tmp = cache_dir.join(format!("kvm-probe.json.{}", std::process::id()));
-        if std::fs::write(&tmp, json).is_ok() {
-            let _ = std::fs::rename(&tmp, &cache_file);
-        }
-    }
-    result
+}
+
+/// The cached answer in `path`, when it was given for `key`.
+fn cached_answer(path: &Path, key: &CachedProbe) -> Option<Result<(), String>> {
+    let cached = read_cache(path)?;
+    let same = (&cached.boot_id, &cached.qemu, cached.qemu_mtime, &cached.kernel_sha256)
+        == (&key.boot_id, &key.qemu, key.qemu_mtime, &key.kernel_sha256);
+    same.then_some(if cached.usable { Ok(()) } else { Err(cached.reason) })
 }
 
 fn read_cache(path: &Path) -> Option<CachedProbe> {
@@ -199,6 +218,30 @@ mod tests {
             Ok(()) => assert_eq!(d.unwrap(), AccelDecision { accel: Accel::Kvm, note: None }),
             Err(reason) => assert!(matches!(d, Err(EngineError::KvmUnusable { reason: r }) if r == reason)),
         }
+    }
+
+    #[test]
+    fn test_cached_answer_must_match_boot_qemu_and_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = |sha: &str| ResolvedKernel {
+            vmlinux: "/k".into(),
+            source: "/k".into(),
+            version: None,
+            modules_dir: None,
+            pvh_entry: 0,
+            sha256: sha.into(),
+        };
+        let qemu = Path::new("/nonexistent/qemu");
+        assert!(!probe_is_cached(dir.path(), qemu, &kernel("a")));
+        let entry = CachedProbe { usable: false, reason: "no".into(), ..probe_key(qemu, &kernel("a")) };
+        std::fs::write(dir.path().join(PROBE_CACHE_FILE), serde_json::to_vec(&entry).unwrap()).unwrap();
+        assert!(probe_is_cached(dir.path(), qemu, &kernel("a")));
+        assert_eq!(
+            cached_answer(&dir.path().join(PROBE_CACHE_FILE), &probe_key(qemu, &kernel("a"))),
+            Some(Err("no".into()))
+        );
+        assert!(!probe_is_cached(dir.path(), qemu, &kernel("b")), "another kernel must probe again");
+        assert!(!probe_is_cached(dir.path(), Path::new("/other/qemu"), &kernel("a")), "another QEMU too");
     }
 
     #[tokio::test]

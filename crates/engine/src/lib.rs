@@ -15,4 +15,4 @@ pub mod run;
 
 pub use error::EngineError;
 pub use home::Home;
-pub use run::{BootRequest, Launcher, Prepared, RunIo, RunOutcome, RunRequest, Runner, Sandbox, Teardown};
+pub use run::{BootRequest, Launcher, Notify, Prepared, RunIo, RunOutcome, RunRequest, Runner, Sandbox, Teardown};

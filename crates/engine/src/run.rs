@@ -134,16 +134,32 @@ pub struct RunOutcome {
     pub exit_code: i32,
 }
 
+/// Receives one-line progress messages about slow, one-off work (the KVM probe).
+pub type Notify = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Boots VMs and runs commands in them.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Runner {
     home: Home,
+    notify: Option<Notify>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("home", &self.home).finish_non_exhaustive()
+    }
 }
 
 impl Runner {
     /// A runner keeping its state under `home`.
     pub fn new(home: Home) -> Self {
-        Self { home }
+        Self { home, notify: None }
+    }
+
+    /// Sends progress messages to `notify` (a terminal, say).
+    pub fn with_notify(mut self, notify: Notify) -> Self {
+        self.notify = Some(notify);
+        self
     }
 
     /// Boots a VM for `req`, runs the command with `io`, and tears the VM down. When `cancel`
@@ -221,6 +237,12 @@ impl Runner {
         })?;
         let (accel, launcher) = match req.hypervisor {
             BackendKind::Qemu => {
+                if req.accel == AccelChoice::Auto
+                    && let Some(notify) = &self.notify
+                    && !accel::probe_is_cached(&self.home.cache(), &binary, &kernel_info)
+                {
+                    notify("checking whether KVM can boot a guest here (once per host boot; up to 10 s)");
+                }
                 let accel = accel::choose(req.accel, &self.home.cache(), &binary, &kernel_info).await?;
                 let mut config = QemuConfig::new(accel.accel)?;
                 config.binary = binary;
