@@ -19,6 +19,44 @@ pub const FAKE_AGENT_ENV: &str = "FAKE_AGENT";
 /// The guest port the agent listens on (nestbox's `AGENT_VSOCK_PORT`).
 pub const AGENT_PORT: u32 = 1024;
 
+/// The stand-in guest of one fake hypervisor process: started once, when the fake's VM has
+/// booted with a vsock device and `FAKE_AGENT` names an agent; stopped on drop.
+#[derive(Debug, Default)]
+pub struct Guest {
+    agent: Option<PathBuf>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Guest {
+    /// A guest for the agent named by `FAKE_AGENT`, if any.
+    pub fn from_env() -> Self {
+        Self { agent: std::env::var_os(FAKE_AGENT_ENV).map(PathBuf::from), task: None }
+    }
+
+    /// Starts serving once `vsock` (the booted VM's vsock host socket) is known; call it on
+    /// every poll. `vsock` is only computed while the guest still has to start.
+    pub fn poll(&mut self, vsock: impl FnOnce() -> Option<PathBuf>) {
+        let Some(agent) = &self.agent else { return };
+        if self.task.is_some() {
+            return;
+        }
+        if let Some(path) = vsock() {
+            match serve_agent(&path, agent.clone()) {
+                Ok(task) => self.task = Some(task),
+                Err(e) => eprintln!("fake guest: cannot listen on {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
 /// Listens on `uds_path` and relays each agent connection to a new `agent --stdio`, until the
 /// returned task is aborted.
 pub fn serve_agent(uds_path: &Path, agent: PathBuf) -> std::io::Result<tokio::task::JoinHandle<()>> {

@@ -140,8 +140,7 @@ async fn run(api_socket: PathBuf, no_shutdown: bool) -> ExitCode {
         }
     };
     eprintln!("{NAME}: {VERSION_LINE} API on {}", api_socket.display());
-    let agent = std::env::var_os(nestbox_testkit::guest::FAKE_AGENT_ENV).map(PathBuf::from);
-    let mut guest: Option<tokio::task::JoinHandle<()>> = None;
+    let mut guest = nestbox_testkit::guest::Guest::from_env();
     let mut poll = tokio::time::interval(EXIT_POLL);
     loop {
         tokio::select! {
@@ -155,20 +154,12 @@ async fn run(api_socket: PathBuf, no_shutdown: bool) -> ExitCode {
             _ = int.recv() => break,
             _ = poll.tick() => {
                 // With FAKE_AGENT, a booted VM with a vsock device gets the agent behind it.
-                if guest.is_none() && let Some(agent) = &agent {
-                    let vsock = {
-                        let ch = fake.lock().unwrap_or_else(|e| e.into_inner());
-                        let booted = matches!(ch.state(), Some(VmState::Running | VmState::Paused));
-                        let socket = ch.config().and_then(|c| c.get("vsock")?.get("socket")?.as_str().map(PathBuf::from));
-                        socket.filter(|_| booted)
-                    };
-                    if let Some(path) = vsock {
-                        match nestbox_testkit::guest::serve_agent(&path, agent.clone()) {
-                            Ok(task) => guest = Some(task),
-                            Err(e) => eprintln!("{NAME}: fake guest: cannot listen on {}: {e}", path.display()),
-                        }
-                    }
-                }
+                guest.poll(|| {
+                    let ch = fake.lock().unwrap_or_else(|e| e.into_inner());
+                    let booted = matches!(ch.state(), Some(VmState::Running | VmState::Paused));
+                    let socket = ch.config().and_then(|c| c.get("vsock")?.get("socket")?.as_str().map(PathBuf::from));
+                    socket.filter(|_| booted)
+                });
                 if fake.lock().unwrap_or_else(|e| e.into_inner()).exit_requested() {
                     tokio::time::sleep(EXIT_LINGER).await;
                     break;
@@ -176,9 +167,7 @@ async fn run(api_socket: PathBuf, no_shutdown: bool) -> ExitCode {
             }
         }
     }
-    if let Some(task) = guest {
-        task.abort();
-    }
+    drop(guest);
     server.shutdown();
     ExitCode::SUCCESS
 }

@@ -118,8 +118,7 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let agent = std::env::var_os(nestbox_testkit::guest::FAKE_AGENT_ENV).map(PathBuf::from);
-    let mut guest: Option<tokio::task::JoinHandle<()>> = None;
+    let mut guest = nestbox_testkit::guest::Guest::from_env();
     let mut poll = tokio::time::interval(EXIT_POLL);
     loop {
         tokio::select! {
@@ -133,18 +132,10 @@ async fn run(args: Args) -> ExitCode {
             _ = int.recv() => break,
             _ = poll.tick() => {
                 // With FAKE_AGENT, a booted VM with a vsock device gets the agent behind it.
-                if guest.is_none() && let Some(agent) = &agent {
-                    let vsock = {
-                        let fc = fake.lock().unwrap_or_else(|e| e.into_inner());
-                        (fc.state() != FcState::NotStarted).then(|| fc.vsock_uds_path()).flatten()
-                    };
-                    if let Some(path) = vsock {
-                        match nestbox_testkit::guest::serve_agent(&path, agent.clone()) {
-                            Ok(task) => guest = Some(task),
-                            Err(e) => eprintln!("[{}:main] fake guest: cannot listen on {}: {e}", args.id, path.display()),
-                        }
-                    }
-                }
+                guest.poll(|| {
+                    let fc = fake.lock().unwrap_or_else(|e| e.into_inner());
+                    (fc.state() != FcState::NotStarted).then(|| fc.vsock_uds_path()).flatten()
+                });
                 if fake.lock().unwrap_or_else(|e| e.into_inner()).exit_requested() {
                     println!("[{}:main] Vmm is stopping.", args.id);
                     tokio::time::sleep(EXIT_LINGER).await;
@@ -153,9 +144,7 @@ async fn run(args: Args) -> ExitCode {
             }
         }
     }
-    if let Some(task) = guest {
-        task.abort();
-    }
+    drop(guest);
     server.shutdown();
     ExitCode::SUCCESS
 }
