@@ -128,18 +128,7 @@ pub fn vm_config(spec: &VmSpec, dirs: &VmDirs) -> Result<VmConfig, MapError> {
     let agent_socket = vsock_socket(dirs);
     let mut config = VmConfig {
         cpus: Some(CpusConfig { boot_vcpus: u32::from(spec.vcpus), max_vcpus: u32::from(spec.vcpus) }),
-        memory: Some(MemoryConfig {
-            size,
-            hotplug_size: None,
-            hotplugged_size: None,
-            mergeable: None,
-            hotplug_method: None,
-            shared: true,
-            hugepages: false,
-            hugepage_size: None,
-            prefault: None,
-            thp: false,
-        }),
+        memory: Some(sandbox_memory(size)),
         payload: payload(&spec.boot)?,
         disks: None,
         net: None,
@@ -220,6 +209,24 @@ fn payload(boot: &Boot) -> Result<PayloadConfig, MapError> {
         Boot::Firmware { path } => {
             Ok(PayloadConfig { firmware: Some(utf8("boot.firmware", path)?), ..PayloadConfig::default() })
         }
+    }
+}
+
+/// Guest memory of `size` bytes as nestbox wants it: `shared=true` and `thp=false` (written
+/// out, not left to CH's default), so pages the balloon frees stay holes and snapshots stay
+/// sparse; no hotplug, no huge pages.
+pub fn sandbox_memory(size: u64) -> MemoryConfig {
+    MemoryConfig {
+        size,
+        hotplug_size: None,
+        hotplugged_size: None,
+        mergeable: None,
+        hotplug_method: None,
+        shared: true,
+        hugepages: false,
+        hugepage_size: None,
+        prefault: None,
+        thp: false,
     }
 }
 

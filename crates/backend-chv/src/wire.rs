@@ -411,18 +411,7 @@ mod tests {
 
     #[test]
     fn test_memory_config_always_writes_thp_and_shared() {
-        let memory = MemoryConfig {
-            size: 1 << 30,
-            hotplug_size: None,
-            hotplugged_size: None,
-            mergeable: None,
-            hotplug_method: None,
-            shared: true,
-            hugepages: false,
-            hugepage_size: None,
-            prefault: None,
-            thp: false,
-        };
+        let memory = crate::map::sandbox_memory(1 << 30);
         let text = serde_json::to_string(&memory).unwrap();
         assert_eq!(text, r#"{"size":1073741824,"shared":true,"hugepages":false,"thp":false}"#);
     }
