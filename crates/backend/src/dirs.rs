@@ -21,9 +21,11 @@ impl VmDirs {
     pub fn api_socket(&self) -> PathBuf {
         self.root.join("api.sock")
     }
-    /// The socket that carries the guest agent's stream.
+    /// The socket that carries the guest agent's stream, as the hypervisor exposes it
+    /// (virtio-serial for QEMU, hybrid vsock for Firecracker and Cloud Hypervisor). Only the
+    /// sandbox's shim connects here; clients use the shim's multiplexed `agent.sock`.
     pub fn agent_socket(&self) -> PathBuf {
-        self.root.join("agent.sock")
+        self.root.join("vm-agent.sock")
     }
     /// The bounded guest console log.
     pub fn console_log(&self) -> PathBuf {
