@@ -3,7 +3,10 @@
 //!
 //! A [`Spawner`] turns a [`CommandSpec`] into a running [`Supervised`] child: its stdout and
 //! stderr are captured into bounded, rotated log files and an in-memory ring
-//! ([`Supervised::log_tail`]); its exit is published to any number of waiters
+//! ([`Supervised::log_tail`]) and fed live to any number of subscribers
+//! ([`Supervised::subscribe`]); its stdin, when asked for as a pipe or a pseudo-terminal
+//! ([`CommandSpec::stdin_piped`], [`CommandSpec::stdin_pty`]), is written through a shared
+//! [`StdinWriter`] ([`Supervised::stdin`]); its exit is published to any number of waiters
 //! ([`Supervised::wait`]); it is signalled only after checking that its PID still names the
 //! process we started ([`Supervised::terminate`], [`Supervised::kill`]); and it is killed when the
 //! [`Supervised`] handle is dropped. [`Supervised::wait_for_socket`] polls for the API socket a
@@ -35,9 +38,11 @@ mod log;
 mod process;
 mod socket;
 mod spawn;
+mod stdin;
 
 pub use error::{Result, SuperviseError};
-pub use log::{DEFAULT_LOG_RING_BYTES, Stream};
+pub use log::{CAPTURE_READ_BYTES, DEFAULT_LOG_RING_BYTES, SUBSCRIBER_BACKLOG_CHUNKS, Stream};
 pub use process::{ExitReport, Supervised};
 pub use socket::{SOCKET_POLL_INITIAL, SOCKET_POLL_MAX};
 pub use spawn::{CommandSpec, LogSpec, OsSpawner, Spawner, find_program};
+pub use stdin::{StdinMode, StdinWriter};

@@ -2,12 +2,15 @@
 //!
 //! Each of the child's stdout and stderr is a pipe drained by one task ([`capture`]). Every chunk
 //! read goes to an in-memory ring of the most recent bytes ([`LogRing`], read line-wise through
-//! `Supervised::log_tail`) and, when a [`LogSpec`](crate::LogSpec) asks for it, to a size-bounded
+//! `Supervised::log_tail`), to the live subscribers of the stream (a broadcast channel, see
+//! `Supervised::subscribe`) and, when a [`LogSpec`](crate::LogSpec) asks for it, to a size-bounded
 //! log file ([`LogFile`]): once the file would exceed its limit it is renamed to `<path>.1`
 //! (replacing the previous generation) and a fresh file is started, cutting at a line boundary
 //! when one is at hand. Log files are created with mode 0600.
 //!
-//! The pipe is drained even when the log file fails, so a full pipe never stalls the child.
+//! The pipe is drained even when the log file fails, so a full pipe never stalls the child. A
+//! subscriber never stalls it either: sending to the channel does not wait, and one that falls
+//! more than [`SUBSCRIBER_BACKLOG_CHUNKS`] chunks behind loses the oldest (it is told how many).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -17,8 +20,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::error::{Result, SuperviseError};
 use crate::spawn::LogSpec;
@@ -26,8 +30,12 @@ use crate::spawn::LogSpec;
 /// Bytes of recent output kept in memory per stream for `Supervised::log_tail`.
 pub const DEFAULT_LOG_RING_BYTES: usize = 64 * 1024;
 
-/// Size of the buffer a capture task reads the pipe with.
-const CAPTURE_READ_BYTES: usize = 16 * 1024;
+/// Size of the buffer a capture task reads the pipe with: the largest chunk a subscriber gets.
+pub const CAPTURE_READ_BYTES: usize = 16 * 1024;
+
+/// Chunks of output a subscriber may fall behind by before it loses the oldest ones (so at most
+/// this many times [`CAPTURE_READ_BYTES`] are held for it).
+pub const SUBSCRIBER_BACKLOG_CHUNKS: usize = 256;
 
 /// Mode of the log files we create.
 const LOG_FILE_MODE: u32 = 0o600;
@@ -193,11 +201,13 @@ pub(crate) fn lock_ring(ring: &Mutex<LogRing>) -> std::sync::MutexGuard<'_, LogR
     ring.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Drains `pipe` into `ring` and `file` until end of file, then sets `drained`.
+/// Drains `pipe` into `ring`, `live` and `file` until end of file, then sets `drained`. `live` is
+/// dropped at the end, which ends every subscription.
 pub(crate) async fn capture<R>(
     mut pipe: R,
     stream: Stream,
     ring: Arc<Mutex<LogRing>>,
+    live: broadcast::Sender<Bytes>,
     mut file: Option<SharedLog>,
     drained: watch::Sender<bool>,
 ) where
@@ -215,6 +225,10 @@ pub(crate) async fn capture<R>(
             }
         };
         lock_ring(&ring).push(&buf[..n]);
+        if live.receiver_count() > 0 {
+            // Never waits; fails only when the last subscriber has just gone.
+            let _ = live.send(Bytes::copy_from_slice(&buf[..n]));
+        }
         if let Some(shared) = &file {
             let mut log = shared.lock().await;
             if let Err(err) = log.write(&buf[..n]).await {

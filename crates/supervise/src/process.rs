@@ -10,6 +10,8 @@
 //! [`ExitReport`] on a watch channel, so any number of tasks can [`Supervised::wait`], and
 //! cancelling a wait loses nothing.
 //!
+//! Output: see [`crate::log`]; [`Supervised::subscribe`] taps a stream's capture live.
+//!
 //! Drop: a still-running child is SIGKILLed; the waiter task reaps it.
 
 use std::fmt;
@@ -20,16 +22,18 @@ use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::process::Child;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::error::{Result, SuperviseError};
-use crate::log::{self, DEFAULT_LOG_RING_BYTES, LogRing, SharedLog, Stream};
+use crate::log::{self, DEFAULT_LOG_RING_BYTES, LogRing, SUBSCRIBER_BACKLOG_CHUNKS, SharedLog, Stream};
 use crate::socket::{self, SocketWait};
 use crate::spawn::CommandSpec;
+use crate::stdin::StdinWriter;
 
 /// How long, after the process exits, to wait for its output pipes to reach end of file before
 /// reading the tail. Bounded because a grandchild may hold the pipes open.
@@ -79,10 +83,12 @@ impl fmt::Display for ExitReport {
     }
 }
 
-/// One output stream's capture: its ring and whether its pipe reached end of file.
+/// One output stream's capture: its ring, its live feed, and whether its pipe reached end of file.
 #[derive(Debug)]
 struct Capture {
     ring: Arc<Mutex<LogRing>>,
+    /// The capture task holds the only strong sender, so subscriptions end with the pipe.
+    live: broadcast::WeakSender<Bytes>,
     drained: watch::Receiver<bool>,
 }
 
@@ -93,15 +99,25 @@ impl Capture {
     {
         let ring = Arc::new(Mutex::new(LogRing::new(DEFAULT_LOG_RING_BYTES)));
         let (drained_tx, drained) = watch::channel(false);
+        let (live_tx, _) = broadcast::channel(SUBSCRIBER_BACKLOG_CHUNKS);
+        let live = live_tx.downgrade();
         match pipe {
             Some(pipe) => {
-                tokio::spawn(log::capture(pipe, stream, ring.clone(), file, drained_tx));
+                tokio::spawn(log::capture(pipe, stream, ring.clone(), live_tx, file, drained_tx));
             }
             None => {
                 drained_tx.send_replace(true);
             }
         }
-        Self { ring, drained }
+        Self { ring, live, drained }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Bytes> {
+        match self.live.upgrade() {
+            Some(live) => live.subscribe(),
+            // The pipe has ended: a receiver that says so at once.
+            None => broadcast::channel(1).1,
+        }
     }
 }
 
@@ -131,6 +147,7 @@ pub struct Supervised {
     exit: watch::Receiver<Option<ExitReport>>,
     stdout: Capture,
     stderr: Capture,
+    stdin: Option<StdinWriter>,
 }
 
 impl Supervised {
@@ -139,6 +156,7 @@ impl Supervised {
     pub(crate) fn start(
         mut child: Child,
         spec: &CommandSpec,
+        stdin: Option<StdinWriter>,
         stdout_log: Option<SharedLog>,
         stderr_log: Option<SharedLog>,
     ) -> Result<Self> {
@@ -177,7 +195,18 @@ impl Supervised {
             exit_tx.send_replace(Some(report));
         });
 
-        Ok(Self { program, pid, start_time, pidfd, group: spec.new_process_group, proc_root, exit, stdout, stderr })
+        Ok(Self {
+            program,
+            pid,
+            start_time,
+            pidfd,
+            group: spec.new_process_group,
+            proc_root,
+            exit,
+            stdout,
+            stderr,
+            stdin,
+        })
     }
 
     /// The process ID.
@@ -198,6 +227,28 @@ impl Supervised {
             Stream::Stderr => &self.stderr,
         };
         log::lock_ring(&capture.ring).tail(lines)
+    }
+
+    /// A live feed of `which`: every chunk the process writes to it after this call, as read
+    /// (at most [`CAPTURE_READ_BYTES`](crate::CAPTURE_READ_BYTES) each, not split at lines).
+    /// Earlier output is in [`log_tail`](Self::log_tail) and the log file. The feed ends
+    /// ([`RecvError::Closed`](broadcast::error::RecvError::Closed)) when the stream does, at once
+    /// if it already has. A receiver more than
+    /// [`SUBSCRIBER_BACKLOG_CHUNKS`] chunks behind gets
+    /// [`RecvError::Lagged`](broadcast::error::RecvError::Lagged) with the number it lost and goes
+    /// on from the oldest kept; it never holds up the process, the log or other subscribers.
+    pub fn subscribe(&self, which: Stream) -> broadcast::Receiver<Bytes> {
+        match which {
+            Stream::Stdout => self.stdout.subscribe(),
+            Stream::Stderr => self.stderr.subscribe(),
+        }
+    }
+
+    /// The writer for the process's stdin, when the spec asked for a pipe or a pseudo-terminal
+    /// ([`CommandSpec::stdin_piped`], [`CommandSpec::stdin_pty`]); `None` for `/dev/null`. Every
+    /// call returns a clone of the same writer.
+    pub fn stdin(&self) -> Option<StdinWriter> {
+        self.stdin.clone()
     }
 
     /// Waits until a Unix socket at `path` accepts a connection.

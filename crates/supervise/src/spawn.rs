@@ -11,6 +11,7 @@ use std::process::Stdio;
 use crate::error::{Result, SuperviseError};
 use crate::log::LogFile;
 use crate::process::Supervised;
+use crate::stdin::{self, PtyWriter, StdinMode, StdinWriter};
 
 /// What to run and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,9 @@ pub struct CommandSpec {
     pub die_with_parent: bool,
     /// Put the child in a new process group of its own; signals then go to the whole group.
     pub new_process_group: bool,
+    /// The child's stdin: `/dev/null` unless asked for; a pipe or a pseudo-terminal is written
+    /// through [`Supervised::stdin`].
+    pub stdin: StdinMode,
 }
 
 impl CommandSpec {
@@ -51,7 +55,21 @@ impl CommandSpec {
             stderr_log: None,
             die_with_parent: false,
             new_process_group: false,
+            stdin: StdinMode::Null,
         }
+    }
+
+    /// Gives the child a pipe as stdin, written through [`Supervised::stdin`].
+    pub fn stdin_piped(mut self) -> Self {
+        self.stdin = StdinMode::Piped;
+        self
+    }
+
+    /// Gives the child a raw-mode pseudo-terminal as stdin, written through
+    /// [`Supervised::stdin`]: for programs that read their stdin only when it is a terminal.
+    pub fn stdin_pty(mut self) -> Self {
+        self.stdin = StdinMode::Pty;
+        self
     }
 
     /// Appends one argument.
@@ -108,10 +126,21 @@ impl Spawner for OsSpawner {
             (None, _, _) => None,
         };
 
+        // Likewise the pseudo-terminal, before the child exists.
+        let (stdin, pty) = match spec.stdin {
+            StdinMode::Null => (Stdio::null(), None),
+            StdinMode::Piped => (Stdio::piped(), None),
+            StdinMode::Pty => {
+                let io_err = |source| SuperviseError::Io { action: "open", path: "/dev/ptmx".into(), source };
+                let (master, slave) = stdin::open_pty().map_err(io_err)?;
+                (Stdio::from(slave), Some(PtyWriter::new(master).map_err(io_err)?))
+            }
+        };
+
         let mut cmd = tokio::process::Command::new(&spec.program);
         cmd.args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Should the handle be lost without `Supervised`'s own drop (a runtime shutting down),
@@ -131,8 +160,15 @@ impl Spawner for OsSpawner {
                 cmd.pre_exec(move || set_parent_death_signal(parent));
             }
         }
-        let child = cmd.spawn().map_err(|source| SuperviseError::Spawn { program: spec.program.clone(), source })?;
-        Supervised::start(child, spec, stdout_log, stderr_log)
+        let mut child =
+            cmd.spawn().map_err(|source| SuperviseError::Spawn { program: spec.program.clone(), source })?;
+        // Our copy of the pty's slave goes with the command: the child holds the only one.
+        drop(cmd);
+        let stdin = match pty {
+            Some(pty) => Some(StdinWriter::new(pty)),
+            None => child.stdin.take().map(StdinWriter::new),
+        };
+        Supervised::start(child, spec, stdin, stdout_log, stderr_log)
     }
 }
 
