@@ -3,9 +3,11 @@
 //! A [`Backend`] launches a [`VmSpec`] into a running VM and returns a [`VmHandle`] that
 //! pauses, resumes, reports state and shuts the VM down. What a backend can do is data
 //! ([`Capabilities`]); asking for anything else is [`BackendError::Unsupported`], naming the
-//! backend and the operation — never a panic or a silent no-op.
+//! backend and the operation — never a panic or a silent no-op. A running VM's serial console
+//! is reached live through [`VmHandle::console`].
 
 mod capabilities;
+mod console;
 mod dirs;
 mod error;
 
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 pub use capabilities::{BackendKind, Capabilities, Operation};
+pub use console::{Console, ConsoleInput};
 pub use dirs::VmDirs;
 pub use error::{BackendError, ExitReport};
 use nestbox_model::VmSpec;
@@ -116,6 +119,13 @@ pub trait VmHandle: Send + Sync + std::fmt::Debug {
     fn try_wait(&self) -> Option<ExitReport>;
     /// The last `lines` lines of the guest console.
     fn console_tail(&self, lines: usize) -> Vec<String>;
+    /// The guest's serial console, live: a new subscription to what the guest writes to it from
+    /// now on (what came before is in `console.log` and [`console_tail`](Self::console_tail)),
+    /// and the way to type into its serial port. Each call is an independent subscription: one
+    /// per attached client. `None` where the backend has no such console.
+    fn console(&self) -> Option<Console> {
+        None
+    }
     /// Once the hypervisor has ended: why, when it crashed — also when it exited 0 after a
     /// vCPU error, which its exit status alone does not tell. `None` while it runs, after a
     /// clean exit, or where the backend cannot tell.
