@@ -138,6 +138,8 @@ impl ExecRequest {
             cwd: self.cwd.clone(),
             stdin: self.stdin,
             timeout_ms: self.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            tty: None,
+            user: None,
         }
     }
 }

@@ -12,5 +12,6 @@ pub use codec::{
     FRAME_HEADER_LEN, MAX_CHUNK, MAX_FRAME_SIZE, ProtocolError, decode, encode, encode_checked, read_frame, write_frame,
 };
 pub use message::{
-    CONTROL_STREAM, ErrorCode, ErrorMessage, ExecStart, Exited, Hello, Message, PROTOCOL_VERSION, Welcome,
+    CONTROL_STREAM, ErrorCode, ErrorMessage, ExecStart, Exited, Hello, MIN_PROTOCOL_VERSION, Message, PROTOCOL_VERSION,
+    TtySize, Welcome,
 };

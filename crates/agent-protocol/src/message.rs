@@ -6,8 +6,12 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The oldest protocol version this crate still speaks: every v1 frame decodes into these types,
+/// and a message using nothing newer encodes to its v1 bytes.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
 /// The control stream: `hello`, `welcome`, `guest.poweroff` and connection-level errors.
 pub const CONTROL_STREAM: u32 = 0;
@@ -34,8 +38,20 @@ pub struct Welcome {
     pub kernel_release: String,
 }
 
+/// The size of a terminal in character cells (`struct winsize` without the pixel fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TtySize {
+    /// Lines.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
 /// `exec.start`: run a command on a fresh stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Fields added after version 1 are `Option`s left out of the encoding when absent, so a v1
+/// frame decodes and a request using none of them encodes to its v1 bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecStart {
     /// Program and arguments; `argv[0]` is looked up in the child's `PATH`.
     pub argv: Vec<String>,
@@ -47,6 +63,13 @@ pub struct ExecStart {
     pub stdin: bool,
     /// Kill the process group with SIGKILL after this many milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Since v2: run on a fresh pseudo-terminal of this size (stdin, stdout and stderr all
+    /// the terminal; its output comes back as `exec.stdout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<TtySize>,
+    /// Since v2: run as this user: `uid`, `uid:gid`, `name` or `name:group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// `exec.exited`: how the command ended; always the last message of its stream.
@@ -85,7 +108,7 @@ pub struct ErrorMessage {
     pub message: String,
 }
 
-/// Every message of protocol version 1, tagged by its stable dotted name.
+/// Every message of the protocol, tagged by its stable dotted name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Message {
@@ -113,6 +136,9 @@ pub enum Message {
         /// Linux signal number.
         signal: i32,
     },
+    /// host→guest, since v2: set the terminal size of a tty exec (the process gets SIGWINCH).
+    #[serde(rename = "exec.resize")]
+    ExecResize(TtySize),
     /// host→guest, stream 0: sync, stop everything and power the guest off.
     #[serde(rename = "guest.poweroff")]
     GuestPoweroff,
@@ -152,12 +178,23 @@ impl Message {
             Message::ExecStdin { .. } => "exec.stdin",
             Message::ExecStdinClose => "exec.stdin_close",
             Message::ExecSignal { .. } => "exec.signal",
+            Message::ExecResize(_) => "exec.resize",
             Message::GuestPoweroff => "guest.poweroff",
             Message::ExecStarted { .. } => "exec.started",
             Message::ExecStdout { .. } => "exec.stdout",
             Message::ExecStderr { .. } => "exec.stderr",
             Message::ExecExited(_) => "exec.exited",
             Message::Error(_) => "error",
+        }
+    }
+
+    /// The oldest protocol version in which this message, with the fields it uses, exists. A
+    /// peer must not send it on a session that negotiated an older version.
+    pub fn min_version(&self) -> u16 {
+        match self {
+            Message::ExecStart(ExecStart { tty: None, user: None, .. }) => MIN_PROTOCOL_VERSION,
+            Message::ExecStart(_) | Message::ExecResize(_) => 2,
+            _ => MIN_PROTOCOL_VERSION,
         }
     }
 
@@ -180,5 +217,17 @@ mod tests {
         let map = value.as_map().unwrap();
         let tag = map.iter().find(|(k, _)| k.as_text() == Some("type")).and_then(|(_, v)| v.as_text()).unwrap();
         assert_eq!(tag, msg.name());
+    }
+
+    #[test]
+    fn test_min_version_marks_v2_additions() {
+        let plain = ExecStart { argv: vec!["true".into()], ..ExecStart::default() };
+        assert_eq!(Message::ExecStart(plain.clone()).min_version(), 1);
+        let tty = ExecStart { tty: Some(TtySize { rows: 24, cols: 80 }), ..plain.clone() };
+        assert_eq!(Message::ExecStart(tty).min_version(), 2);
+        let user = ExecStart { user: Some("0".into()), ..plain };
+        assert_eq!(Message::ExecStart(user).min_version(), 2);
+        assert_eq!(Message::ExecResize(TtySize { rows: 1, cols: 1 }).min_version(), 2);
+        assert_eq!(Message::GuestPoweroff.min_version(), 1);
     }
 }

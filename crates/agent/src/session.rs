@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use nestbox_agent_protocol::{
-    CONTROL_STREAM, ErrorCode, Hello, Message, PROTOCOL_VERSION, ProtocolError, Welcome, decode, encode,
+    CONTROL_STREAM, ErrorCode, Hello, MIN_PROTOCOL_VERSION, Message, PROTOCOL_VERSION, ProtocolError, Welcome, decode,
+    encode,
 };
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -149,7 +150,8 @@ fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8], shared: &Shared) -> bool {
 fn read_loop(fd: BorrowedFd<'_>, shared: &Arc<Shared>) -> EndReason {
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; READ_CHUNK];
-    let mut greeted = false;
+    // The negotiated protocol version, once `hello` succeeded.
+    let mut version = None;
     loop {
         if shared.ended() {
             return EndReason::Disconnected;
@@ -183,7 +185,7 @@ fn read_loop(fd: BorrowedFd<'_>, shared: &Arc<Shared>) -> EndReason {
             match decode(&pending[off..]) {
                 Ok(Some((stream, msg, used))) => {
                     off += used;
-                    if let Step::End(reason) = handle(stream, msg, &mut greeted, shared) {
+                    if let Step::End(reason) = handle(stream, msg, &mut version, shared) {
                         break Step::End(reason);
                     }
                 }
@@ -206,16 +208,16 @@ fn read_loop(fd: BorrowedFd<'_>, shared: &Arc<Shared>) -> EndReason {
     }
 }
 
-fn handle(stream: u32, msg: Message, greeted: &mut bool, shared: &Arc<Shared>) -> Step {
+fn handle(stream: u32, msg: Message, version: &mut Option<u16>, shared: &Arc<Shared>) -> Step {
     let refuse = |code: ErrorCode, text: String| {
         shared.send(stream, &Message::error(code, text));
         Step::Continue
     };
     match msg {
-        Message::Hello(hello) if stream == CONTROL_STREAM && !*greeted => {
+        Message::Hello(hello) if stream == CONTROL_STREAM && version.is_none() => {
             match welcome(&hello) {
                 Ok(w) => {
-                    *greeted = true;
+                    *version = Some(w.version);
                     crate::log::trace("hello");
                     shared.send(CONTROL_STREAM, &Message::Welcome(w));
                 }
@@ -225,7 +227,16 @@ fn handle(stream: u32, msg: Message, greeted: &mut bool, shared: &Arc<Shared>) -
             }
             Step::Continue
         }
-        _ if !*greeted => refuse(ErrorCode::BadRequest, "expected hello first".into()),
+        _ if version.is_none() => refuse(ErrorCode::BadRequest, "expected hello first".into()),
+        ref m if version.is_some_and(|v| m.min_version() > v) => refuse(
+            ErrorCode::BadRequest,
+            format!(
+                "{} needs protocol version {}, the session speaks {}",
+                m.name(),
+                m.min_version(),
+                version.unwrap_or(0)
+            ),
+        ),
         Message::GuestPoweroff if stream == CONTROL_STREAM => Step::End(EndReason::Poweroff),
         Message::ExecStart(req) if stream != CONTROL_STREAM => {
             if shared.execs().contains_key(&stream) {
@@ -262,18 +273,16 @@ fn with_exec(stream: u32, shared: &Shared, f: impl FnOnce(&ExecEntry) -> Result<
     Step::Continue
 }
 
+/// Answers `hello` with the highest version both sides speak.
 fn welcome(hello: &Hello) -> Result<Welcome, String> {
-    if hello.min_version > PROTOCOL_VERSION || hello.max_version < PROTOCOL_VERSION {
+    let version = hello.max_version.min(PROTOCOL_VERSION);
+    if version < MIN_PROTOCOL_VERSION || version < hello.min_version {
         return Err(format!(
-            "agent speaks version {PROTOCOL_VERSION}, host asked for {}..={}",
+            "agent speaks versions {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}, host asked for {}..={}",
             hello.min_version, hello.max_version
         ));
     }
-    Ok(Welcome {
-        version: PROTOCOL_VERSION,
-        agent_version: env!("CARGO_PKG_VERSION").into(),
-        kernel_release: kernel_release(),
-    })
+    Ok(Welcome { version, agent_version: env!("CARGO_PKG_VERSION").into(), kernel_release: kernel_release() })
 }
 
 fn kernel_release() -> String {
@@ -290,8 +299,11 @@ mod tests {
 
     #[test]
     fn test_welcome_negotiates_overlap() {
-        assert_eq!(welcome(&hello(1, 5)).unwrap().version, 1);
-        assert!(welcome(&hello(2, 3)).is_err());
+        assert_eq!(welcome(&hello(1, 5)).unwrap().version, PROTOCOL_VERSION);
+        assert_eq!(welcome(&hello(1, 1)).unwrap().version, 1, "a v1 host still gets a session");
+        assert_eq!(welcome(&hello(0, 2)).unwrap().version, 2);
+        assert!(welcome(&hello(PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 3)).is_err());
         assert!(welcome(&hello(0, 0)).is_err());
+        assert!(welcome(&hello(2, 1)).is_err(), "an empty range overlaps nothing");
     }
 }

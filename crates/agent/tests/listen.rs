@@ -124,7 +124,7 @@ async fn test_listen_unix_session_must_start_with_hello() {
     // A raw connection that skips hello is refused, and does not disturb a greeted one.
     let mut raw = UnixStream::connect(&agent.path).await.unwrap();
     let good = connect(&agent.path).await;
-    let start = ExecStart { argv: vec!["true".into()], env: Vec::new(), cwd: None, stdin: false, timeout_ms: None };
+    let start = ExecStart { argv: vec!["true".into()], ..ExecStart::default() };
     write_frame(&mut raw, 1, &Message::ExecStart(start)).await.unwrap();
     let (stream, msg) = tokio::time::timeout(LIMIT, read_frame(&mut raw)).await.unwrap().unwrap().unwrap();
     assert_eq!(stream, 1);

@@ -125,7 +125,9 @@ impl ToQemuArgs for Qmp {
     }
 }
 
-/// The guest's serial console on QEMU's stdout, which the supervisor keeps in a bounded log.
+/// The guest's serial console on QEMU's stdio: stdout, which the supervisor keeps in a bounded
+/// log and feeds to console subscribers, and stdin, the serial port's input (`signal=off`: were
+/// stdin a terminal, Ctrl-C would still go to the guest rather than stop QEMU).
 #[derive(Debug)]
 struct Console;
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nestbox_backend::{
-    AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, ExitReport, Operation, VmDirs, VmHandle, VmState,
+    AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, Console, ExitReport, Operation, VmDirs, VmHandle,
+    VmState,
 };
 use nestbox_model::VmSpec;
 use nestbox_supervise::{CommandSpec, LogSpec, OsSpawner, Spawner, Stream, SuperviseError, Supervised};
@@ -93,13 +94,15 @@ impl QemuBackend {
         &self.config
     }
 
-    /// The command QEMU is started with for `spec`.
+    /// The command QEMU is started with for `spec`. The guest's serial console is QEMU's stdio:
+    /// stdout goes to the bounded console log, stdin is a pipe for [`VmHandle::console`]'s input
+    /// (QEMU reads it as the serial port's input, and simply stops reading at end of file).
     pub fn command(&self, spec: &VmSpec, dirs: &VmDirs, agent: bool) -> Result<CommandSpec, BackendError> {
         let name = dirs.root().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let args =
             QemuArgs { name: format!("nestbox-{name}"), accel: self.config.accel, tsc_khz: self.config.tsc_khz, agent }
                 .build(spec, dirs)?;
-        let mut cmd = CommandSpec::new(&self.config.binary).args(args);
+        let mut cmd = CommandSpec::new(&self.config.binary).args(args).stdin_piped();
         cmd.stdout_log = Some(LogSpec { path: dirs.console_log(), max_bytes: self.config.console_max_bytes });
         cmd.stderr_log = Some(LogSpec { path: dirs.hypervisor_log(), max_bytes: self.config.console_max_bytes });
         cmd.die_with_parent = self.config.die_with_parent;
@@ -250,5 +253,44 @@ impl VmHandle for QemuVm {
 
     fn console_tail(&self, lines: usize) -> Vec<String> {
         self.child.log_tail(Stream::Stdout, lines)
+    }
+
+    /// The serial port (`-chardev stdio`): QEMU's stdout, and its stdin for keystrokes.
+    fn console(&self) -> Option<Console> {
+        Some(Console::from_stdio(&self.child))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nestbox_model::Boot;
+    use nestbox_supervise::StdinMode;
+
+    use super::*;
+
+    #[test]
+    fn test_command_pipes_stdin_to_the_serial_console() {
+        let config = QemuConfig {
+            binary: "/usr/bin/qemu-system-x86_64".into(),
+            accel: Accel::Tcg,
+            tsc_khz: 1_000_000,
+            console_max_bytes: 4096,
+            start_timeout: DEFAULT_START_TIMEOUT,
+            die_with_parent: false,
+        };
+        let spec = VmSpec {
+            vcpus: 1,
+            memory_mib: 64,
+            boot: Boot::Linux { kernel: "/k".into(), initrd: None, cmdline: String::new() },
+            devices: vec![],
+        };
+        let dirs = VmDirs::new("/run/vm");
+        let cmd = QemuBackend::new(config).command(&spec, &dirs, true).unwrap();
+        assert_eq!(cmd.stdin, StdinMode::Piped);
+        assert_eq!(cmd.stdout_log, Some(LogSpec { path: dirs.console_log(), max_bytes: 4096 }));
+        let argv: Vec<String> = cmd.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let serial = argv.windows(2).any(|w| w == ["-serial", "chardev:console"]);
+        let stdio = argv.windows(2).any(|w| w == ["-chardev", "stdio,id=console,signal=off"]);
+        assert!(serial && stdio, "{argv:?}");
     }
 }

@@ -37,6 +37,8 @@ pub fn exec(argv: &[&str]) -> ExecStart {
         cwd: None,
         stdin: false,
         timeout_ms: None,
+        tty: None,
+        user: None,
     }
 }
 
