@@ -250,15 +250,15 @@ async fn serve_client(stream: UnixStream, shared: Arc<Shared>, mut ended: watch:
     });
     // The session opens with hello, answered with the upstream session's welcome.
     let reply = match read_frame(&mut rd).await {
-        Ok(Some((_, Message::Hello(hello)))) => greet(&hello, &shared.welcome),
+        Ok(Some((_, Message::Hello(hello)))) => (CONTROL_STREAM, greet(&hello, &shared.welcome)),
         Ok(Some((stream, other))) => {
             let msg = format!("expected hello, got {}", other.name());
-            Err((stream, Message::error(ErrorCode::BadRequest, msg)))
+            (stream, Message::error(ErrorCode::BadRequest, msg))
         }
         _ => return,
     };
     let id = match reply {
-        Ok(welcome) => {
+        (_, welcome @ Message::Welcome(_)) => {
             let registered = {
                 let mut table = shared.table();
                 let id = table.next_client;
@@ -275,7 +275,7 @@ async fn serve_client(stream: UnixStream, shared: Arc<Shared>, mut ended: watch:
             let _ = tx.send((CONTROL_STREAM, welcome)).await;
             id
         }
-        Err((stream, error)) => {
+        (stream, error) => {
             let _ = tx.send((stream, error)).await;
             drop(tx);
             let _ = writer.await;
@@ -309,15 +309,15 @@ async fn serve_client(stream: UnixStream, shared: Arc<Shared>, mut ended: watch:
 
 /// The answer to a client's `hello`: the upstream session's `welcome` when the client speaks its
 /// version.
-fn greet(hello: &Hello, welcome: &Welcome) -> Result<Message, (u32, Message)> {
+fn greet(hello: &Hello, welcome: &Welcome) -> Message {
     if (hello.min_version..=hello.max_version).contains(&welcome.version) {
-        Ok(Message::Welcome(welcome.clone()))
+        Message::Welcome(welcome.clone())
     } else {
         let msg = format!(
             "the sandbox's agent speaks protocol version {}, this client {}..={}",
             welcome.version, hello.min_version, hello.max_version
         );
-        Err((CONTROL_STREAM, Message::error(ErrorCode::UnsupportedVersion, msg)))
+        Message::error(ErrorCode::UnsupportedVersion, msg)
     }
 }
 
@@ -375,10 +375,9 @@ mod tests {
     #[test]
     fn test_greet_answers_with_the_upstream_welcome_when_versions_overlap() {
         let hello = Hello { min_version: 1, max_version: 2, client: "c".into() };
-        assert_eq!(greet(&hello, &welcome(1)).unwrap(), Message::Welcome(welcome(1)));
+        assert_eq!(greet(&hello, &welcome(1)), Message::Welcome(welcome(1)));
         let old = Hello { min_version: 1, max_version: 1, client: "c".into() };
-        let (stream, err) = greet(&old, &welcome(2)).unwrap_err();
-        assert_eq!(stream, CONTROL_STREAM);
+        let err = greet(&old, &welcome(2));
         assert!(matches!(err, Message::Error(e) if e.code == ErrorCode::UnsupportedVersion && e.message.contains("version 2")));
     }
 }
