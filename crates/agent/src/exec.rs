@@ -8,9 +8,17 @@
 //! reaper, waits for both pipes to reach EOF (at most [`DRAIN_AFTER_EXIT`] after
 //! the exit, for background processes that keep them open), then closes the
 //! output gate and sends `exec.exited`, so nothing of the stream follows it.
+//!
+//! A `tty` exec runs on a fresh pseudo-terminal instead of pipes ([`crate::pty`]): it leads its
+//! own session with the terminal as controlling terminal, one pump reads the master (EIO once
+//! every slave descriptor is closed is its end of output), the stdin thread types into the
+//! master and answers `exec.stdin_close` with the terminal's EOF character, and
+//! `exec.resize` sets the master's window size. A `user` exec switches ids between fork and
+//! exec ([`crate::user`]).
 
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{ChildStdin, Command, Stdio};
@@ -18,13 +26,15 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use nestbox_agent_protocol::{ErrorCode, ExecStart, Exited, MAX_CHUNK, Message};
+use nestbox_agent_protocol::{ErrorCode, ExecStart, Exited, MAX_CHUNK, Message, TtySize};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde_bytes::ByteBuf;
 
+use crate::pty;
 use crate::reaper::ExitInfo;
 use crate::session::{CHECK_INTERVAL_MS, Shared};
+use crate::user::{self, Identity};
 
 /// `PATH` every exec starts with.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -51,6 +61,8 @@ enum StdinCmd {
 pub struct ExecEntry {
     pid: i32,
     stdin: Option<Sender<StdinCmd>>,
+    /// The pseudo-terminal master of a `tty` exec.
+    tty: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for StdinCmd {
@@ -80,7 +92,7 @@ impl ExecEntry {
         }
     }
 
-    /// Closes the process's stdin once queued bytes are written.
+    /// Closes the process's stdin once queued bytes are written (on a terminal: types EOF).
     pub fn stdin_close(&self) -> Result<(), String> {
         match &self.stdin {
             Some(tx) => {
@@ -88,6 +100,14 @@ impl ExecEntry {
                 Ok(())
             }
             None => Err("exec was started without stdin".into()),
+        }
+    }
+
+    /// Sets the terminal size of a `tty` exec.
+    pub fn resize(&self, size: TtySize) -> Result<(), String> {
+        match &self.tty {
+            Some(master) => pty::resize(master.as_fd(), size).map_err(|e| format!("resize: {e}")),
+            None => Err("exec was started without a tty".into()),
         }
     }
 }
@@ -127,8 +147,15 @@ pub fn start(stream: u32, req: ExecStart, shared: &Arc<Shared>) {
         fail(stream, shared, EXIT_CANNOT_RUN, &format!("nestbox-agent: cd: {cwd}: {why}\n"));
         return;
     }
+    let identity = match req.user.as_deref().map(user::resolve_in_guest).transpose() {
+        Ok(identity) => identity,
+        Err(e) => {
+            fail(stream, shared, EXIT_CANNOT_RUN, &format!("nestbox-agent: user: {e}\n"));
+            return;
+        }
+    };
 
-    let env = environment(&req.env);
+    let env = environment(identity.as_ref(), &req.env);
     // Resolved here, against the command's own PATH, so std can start it with posix_spawn
     // (a vfork-style clone) rather than fork: far cheaper in a guest under emulation.
     let path = env.iter().find(|(k, _)| k == "PATH").map_or("", |(_, v)| v.as_str());
@@ -140,19 +167,36 @@ pub fn start(stream: u32, req: ExecStart, shared: &Arc<Shared>) {
         }
     };
     let mut cmd = Command::new(&program);
-    cmd.arg0(&argv0)
-        .args(&req.argv[1..])
-        .env_clear()
-        .envs(env)
-        .stdin(if req.stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.arg0(&argv0).args(&req.argv[1..]).env_clear().envs(env);
     if let Some(cwd) = &req.cwd {
         cmd.current_dir(cwd);
     }
-    cmd.process_group(0);
+    let master = match req.tty {
+        Some(size) => match attach_pty(&mut cmd, size) {
+            Ok(master) => Some(master),
+            Err(e) => {
+                let msg = format!("cannot open a pseudo-terminal: {e}");
+                shared.send(stream, &Message::error(ErrorCode::SpawnFailed, msg));
+                return;
+            }
+        },
+        None => {
+            cmd.stdin(if req.stdin { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0);
+            None
+        }
+    };
+    let switch_ids =
+        identity.map(|id| (id.groups.into_iter().map(nix::unistd::Gid::from_raw).collect(), id.gid, id.uid));
+    set_pre_exec(&mut cmd, master.is_some(), switch_ids);
 
-    let (mut child, status_rx) = match shared.reaper.spawn(&mut cmd) {
+    let spawned = shared.reaper.spawn(&mut cmd);
+    // The command holds the terminal's slave descriptors: close them now, so that the master
+    // reports the end of output (EIO) once the process and its children let go of theirs.
+    drop(cmd);
+    let (mut child, status_rx) = match spawned {
         Ok(spawned) => spawned,
         Err(e) => {
             spawn_failed(stream, shared, &argv0, &e);
@@ -160,13 +204,22 @@ pub fn start(stream: u32, req: ExecStart, shared: &Arc<Shared>) {
         }
     };
     let pid = child.id() as i32;
-    let stdin_tx = child.stdin.take().and_then(|stdin| start_stdin(stdin).ok());
-    shared.execs().insert(stream, ExecEntry { pid, stdin: stdin_tx });
+    // Each is optional: without a thread the exec still runs, only unfed or unread.
+    let stdin_tx = match &master {
+        Some(m) if req.stdin => m.try_clone().ok().and_then(|m| start_tty_stdin(File::from(m)).ok()),
+        Some(_) => None,
+        None => child.stdin.take().and_then(|stdin| start_stdin(stdin).ok()),
+    };
+    let output = master.as_ref().and_then(|m| m.try_clone().ok());
+    shared.execs().insert(stream, ExecEntry { pid, stdin: stdin_tx, tty: master });
     shared.send(stream, &Message::ExecStarted { pid: pid as u32 });
 
     let gate = Arc::new(Gate { closed: Mutex::new(false) });
     let (done_tx, done_rx) = mpsc::channel();
     let mut pumps = 0;
+    if let Some(out) = output {
+        pumps += spawn_pump(File::from(out), stream, false, &gate, shared, &done_tx);
+    }
     if let Some(out) = child.stdout.take() {
         pumps += spawn_pump(out, stream, false, &gate, shared, &done_tx);
     }
@@ -189,11 +242,51 @@ pub fn start(stream: u32, req: ExecStart, shared: &Arc<Shared>) {
     }
 }
 
-/// The default environment with the request's pairs applied in order.
-fn environment(extra: &[(String, String)]) -> Vec<(String, String)> {
+/// Opens a pseudo-terminal of `size` as the command's stdin, stdout and stderr; returns the master.
+fn attach_pty(cmd: &mut Command, size: TtySize) -> io::Result<OwnedFd> {
+    let pty = pty::open(size)?;
+    cmd.stdin(Stdio::from(pty.slave.try_clone()?))
+        .stdout(Stdio::from(pty.slave.try_clone()?))
+        .stderr(Stdio::from(pty.slave));
+    Ok(pty.master)
+}
+
+/// Supplementary groups, gid and uid to switch to.
+type SwitchIds = (Vec<nix::unistd::Gid>, u32, u32);
+
+/// What runs in the child between fork and exec, when anything must: a `tty` exec becomes a
+/// session leader with its stdin (the terminal) as controlling terminal, which also makes it
+/// its own process group; a `user` exec drops to its ids.
+fn set_pre_exec(cmd: &mut Command, tty: bool, ids: Option<SwitchIds>) {
+    if !tty && ids.is_none() {
+        // Nothing to do in the child: std may use posix_spawn, far cheaper under emulation.
+        return;
+    }
+    let hook = move || {
+        if tty {
+            pty::become_session_leader(libc::STDIN_FILENO)?;
+        }
+        if let Some((groups, gid, uid)) = &ids {
+            user::switch_to(groups, *gid, *uid)?;
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child and makes only async-signal-safe system calls
+    // (setsid, ioctl, setgroups, setgid, setuid) on data allocated before the fork.
+    unsafe { cmd.pre_exec(hook) };
+}
+
+/// The default environment, then `HOME` and `USER` of the exec's user when `/etc/passwd` lists
+/// it, then the request's pairs in order.
+fn environment(identity: Option<&Identity>, extra: &[(String, String)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> =
         DEFAULT_ENV.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
-    for (k, v) in extra {
+    let from_passwd = identity.into_iter().flat_map(|id| {
+        let home = id.home.clone().map(|h| ("HOME".to_string(), h));
+        let user = id.name.clone().map(|n| ("USER".to_string(), n));
+        home.into_iter().chain(user)
+    });
+    for (k, v) in from_passwd.collect::<Vec<_>>().iter().chain(extra) {
         match env.iter_mut().find(|(key, _)| key == k) {
             Some(slot) => slot.1 = v.clone(),
             None => env.push((k.clone(), v.clone())),
@@ -262,6 +355,35 @@ fn start_stdin(mut stdin: ChildStdin) -> io::Result<Sender<StdinCmd>> {
                 StdinCmd::Data(_) => {}
                 StdinCmd::Close => return,
             }
+        }
+    })?;
+    Ok(tx)
+}
+
+/// Starts the thread typing into a terminal's master: bytes as they come, and for
+/// `exec.stdin_close` the terminal's end-of-file character (the master stays open: closing it
+/// would hang up the terminal).
+fn start_tty_stdin(mut master: File) -> io::Result<Sender<StdinCmd>> {
+    let (tx, rx) = mpsc::channel::<StdinCmd>();
+    std::thread::Builder::new().name("exec-tty-in".into()).stack_size(crate::THREAD_STACK).spawn(move || {
+        // Whether the last byte typed left a line unfinished: EOF then needs a second ^D.
+        let mut mid_line = false;
+        while let Ok(cmd) = rx.recv() {
+            let bytes = match cmd {
+                StdinCmd::Data(data) => {
+                    if let Some(last) = data.last() {
+                        mid_line = !matches!(last, b'\n' | b'\r');
+                    }
+                    data
+                }
+                StdinCmd::Close => {
+                    let eof = pty::eof_bytes(master.as_fd(), mid_line);
+                    mid_line = false;
+                    eof
+                }
+            };
+            // EIO: the terminal is gone; keep draining the channel.
+            let _ = master.write_all(&bytes);
         }
     })?;
     Ok(tx)
@@ -361,8 +483,10 @@ mod tests {
 
     #[test]
     fn test_environment_overrides_and_extends_defaults() {
-        let env =
-            environment(&[("HOME".into(), "/home/x".into()), ("FOO".into(), "1".into()), ("FOO".into(), "2".into())]);
+        let env = environment(
+            None,
+            &[("HOME".into(), "/home/x".into()), ("FOO".into(), "1".into()), ("FOO".into(), "2".into())],
+        );
         assert_eq!(
             env,
             vec![
@@ -372,6 +496,17 @@ mod tests {
                 ("FOO".into(), "2".into()),
             ]
         );
+    }
+
+    #[test]
+    fn test_environment_takes_home_and_user_from_passwd_before_request() {
+        let id = Identity { uid: 7, gid: 7, groups: vec![7], name: Some("sam".into()), home: Some("/home/sam".into()) };
+        let env = environment(Some(&id), &[("USER".into(), "override".into())]);
+        let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!((get("HOME"), get("USER"), get("TERM")), (Some("/home/sam"), Some("override"), Some("linux")));
+        let unlisted = Identity { uid: 9, gid: 9, groups: vec![9], name: None, home: None };
+        let env = environment(Some(&unlisted), &[]);
+        assert_eq!(env.len(), DEFAULT_ENV.len(), "no passwd entry: the defaults stay");
     }
 
     #[test]

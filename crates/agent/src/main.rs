@@ -12,8 +12,10 @@ mod exec;
 mod init;
 mod listen;
 mod log;
+mod pty;
 mod reaper;
 mod session;
+mod user;
 
 use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;

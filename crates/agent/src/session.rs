@@ -249,6 +249,7 @@ fn handle(stream: u32, msg: Message, version: &mut Option<u16>, shared: &Arc<Sha
             with_exec(stream, shared, |e| e.stdin_data(data.into_vec()))
         }
         Message::ExecStdinClose if stream != CONTROL_STREAM => with_exec(stream, shared, ExecEntry::stdin_close),
+        Message::ExecResize(size) if stream != CONTROL_STREAM => with_exec(stream, shared, |e| e.resize(size)),
         Message::ExecSignal { signal } if stream != CONTROL_STREAM => {
             if !(1..=libc::SIGRTMAX()).contains(&signal) {
                 return refuse(ErrorCode::BadRequest, format!("bad signal {signal}"));
