@@ -1,5 +1,6 @@
-//! Init mode (PID 1 in the guest): early mounts, hostname, loopback, kernel
-//! modules, finding the agent's virtio-serial port, and powering off.
+//! Init mode (PID 1 in the guest): early mounts (devpts at `/dev/pts` with a usable
+//! `/dev/ptmx`, for tty execs and the console shell), hostname, loopback, kernel modules,
+//! finding the agent's virtio-serial port, and powering off.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -106,6 +107,9 @@ pub fn setup() {
         }
     }
     log::use_kmsg();
+    if let Err(e) = ensure_ptmx(Path::new("/dev")) {
+        log::error(&format!("/dev/ptmx: {e}"));
+    }
     log::enable_trace_from_cmdline();
     // The image ships no modules.dep, so the kernel's module autoloader (which would start
     // `/sbin/modprobe`, a busybox applet, for every device or protocol it looks up) could never
@@ -127,6 +131,17 @@ pub fn setup() {
     }
     load_modules(Path::new(MODULES_LIST));
     log::trace("modules loaded");
+}
+
+/// Makes `<dev>/ptmx` open a terminal of the devpts instance at `<dev>/pts` (tty execs and
+/// the console use it): devtmpfs provides the device node, which the kernel resolves against
+/// `pts` next to it; where it is missing, a link to the instance's own `ptmx` does the same.
+fn ensure_ptmx(dev: &Path) -> std::io::Result<()> {
+    let ptmx = dev.join("ptmx");
+    if ptmx.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    std::os::unix::fs::symlink("pts/ptmx", ptmx)
 }
 
 /// Where the virtio bus lists its devices, each with a `device` file holding its type id.
@@ -261,6 +276,7 @@ fn find_port(dir: &Path) -> Option<PathBuf> {
 
 /// Syncs, stops every other process and powers the machine off. Never returns.
 pub fn poweroff() -> ! {
+    crate::console::stop();
     nix::unistd::sync();
     let all = Pid::from_raw(-1);
     let _ = kill(all, Signal::SIGTERM);
@@ -345,6 +361,17 @@ mod tests {
         assert!(!user_processes_left(proc.path()));
         add("41", b"sleep\x00100\x00", "41 (sleep) S 1");
         assert!(user_processes_left(proc.path()));
+    }
+
+    #[test]
+    fn test_ensure_ptmx_links_only_when_missing() {
+        let dev = tempfile::tempdir().unwrap();
+        ensure_ptmx(dev.path()).unwrap();
+        assert_eq!(std::fs::read_link(dev.path().join("ptmx")).unwrap(), Path::new("pts/ptmx"));
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("ptmx"), "node").unwrap();
+        ensure_ptmx(other.path()).unwrap();
+        assert!(std::fs::read_link(other.path().join("ptmx")).is_err(), "an existing node is kept");
     }
 
     #[test]

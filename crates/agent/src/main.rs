@@ -3,11 +3,13 @@
 //! or a Unix socket it listens on, one session per connection (`--listen-unix`).
 //!
 //! In init mode it serves the virtio-serial port named `nestbox.agent`, or, when the kernel
-//! command line has `nestbox.agent=vsock:<port>`, an AF_VSOCK listener on that port.
+//! command line has `nestbox.agent=vsock:<port>`, an AF_VSOCK listener on that port; with
+//! `nestbox.console=shell` it also keeps a shell on the serial console (`console.rs`).
 //!
 //! It speaks `nestbox-agent-protocol`; see that crate's `PROTOCOL.md`. Built
 //! static (`-C target-feature=+crt-static`), with std threads and no async runtime.
 
+mod console;
 mod exec;
 mod init;
 mod listen;
@@ -139,6 +141,7 @@ fn init_main() -> ! {
             init::poweroff();
         }
     };
+    console::start_from_proc(&reaper);
     if let Transport::Vsock { port } = listen::transport_from_proc() {
         serve_vsock(port, &reaper);
     }

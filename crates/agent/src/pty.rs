@@ -5,7 +5,7 @@
 //! for the slave), so an exec spawned by another thread at the same moment never inherits one
 //! and keeps a terminal alive after its process is gone.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -89,6 +89,11 @@ pub fn become_session_leader(fd: libc::c_int) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Opens a terminal device for a console: read-write, not as our controlling terminal.
+pub fn open_terminal(path: &std::path::Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOCTTY).open(path)
 }
 
 #[cfg(test)]

@@ -112,13 +112,13 @@ impl Reaper {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::OnceLock;
 
     use super::*;
 
     /// One reaper per process: two would steal each other's children.
-    fn shared() -> Arc<Reaper> {
+    pub(crate) fn shared() -> Arc<Reaper> {
         static REAPER: OnceLock<Arc<Reaper>> = OnceLock::new();
         Arc::clone(REAPER.get_or_init(|| Reaper::start().unwrap()))
     }
