@@ -7,7 +7,13 @@
 //! session per connection, as a guest agent serves them); any other port is closed without a
 //! reply, as Firecracker does when nothing listens. The agent then runs commands on the host:
 //! this is for tests only. Enabled by `FAKE_AGENT=<path to nestbox-agent>` in the fakes' binaries.
+//!
+//! The guest's serial console ([`echo_serial`]): once booted, what is typed on the fake's stdin
+//! comes back on its stdout, as a shell at its prompt echoes it, provided the stdin is one the
+//! real hypervisor reads ([`SerialInput`]).
 
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -55,6 +61,37 @@ impl Drop for Guest {
             task.abort();
         }
     }
+}
+
+/// Which stdin a hypervisor takes its serial port's input from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SerialInput {
+    /// A terminal or a pipe (Firecracker: it registers stdin for reading only when it is one).
+    TerminalOrPipe,
+    /// A terminal only (Cloud Hypervisor's `Tty` serial mode).
+    TerminalOnly,
+}
+
+/// Starts echoing stdin to stdout, on a thread of its own (a blocking read on the runtime's
+/// blocking pool would hold up its shutdown), until stdin ends; returns whether it started,
+/// which it does only for a stdin that `input` says the real hypervisor reads.
+pub fn echo_serial(input: SerialInput) -> bool {
+    let stdin = std::io::stdin();
+    let pipe = std::fs::metadata("/dev/stdin").is_ok_and(|meta| meta.file_type().is_fifo());
+    let readable = stdin.is_terminal() || (input == SerialInput::TerminalOrPipe && pipe);
+    if readable {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            let mut stdin = stdin.lock();
+            while let Ok(n @ 1..) = stdin.read(&mut buf) {
+                let mut out = std::io::stdout().lock();
+                if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    readable
 }
 
 /// Listens on `uds_path` and relays each agent connection to a new `agent --stdio`, until the

@@ -5,7 +5,8 @@
 //! (the fake binds its own socket). It serves [`nestbox_testkit::chv`]'s fake API on the socket
 //! and exits 0 on `vmm.shutdown`, when the guest powers off (`vm.power-button`, unless
 //! `--no-shutdown`), or on SIGTERM/SIGINT, removing its socket. `--version` prints
-//! "cloud-hypervisor v53.0".
+//! "cloud-hypervisor v53.0". Once the VM is booted, what comes in on stdin is echoed on stdout,
+//! the serial console, when stdin is a terminal (Cloud Hypervisor's `Tty` serial reads no other).
 //!
 //! Knobs, from the environment:
 //! - `FAKE_DELAY_MS=N`: wait N ms before binding the socket (a slow start).
@@ -141,6 +142,7 @@ async fn run(api_socket: PathBuf, no_shutdown: bool) -> ExitCode {
     };
     eprintln!("{NAME}: {VERSION_LINE} API on {}", api_socket.display());
     let mut guest = nestbox_testkit::guest::Guest::from_env();
+    let mut serial = false;
     let mut poll = tokio::time::interval(EXIT_POLL);
     loop {
         tokio::select! {
@@ -160,6 +162,14 @@ async fn run(api_socket: PathBuf, no_shutdown: bool) -> ExitCode {
                     let socket = ch.config().and_then(|c| c.get("vsock")?.get("socket")?.as_str().map(PathBuf::from));
                     socket.filter(|_| booted)
                 });
+                let booted = matches!(
+                    fake.lock().unwrap_or_else(|e| e.into_inner()).state(),
+                    Some(VmState::Running | VmState::Paused)
+                );
+                if !serial && booted {
+                    serial = true;
+                    nestbox_testkit::guest::echo_serial(nestbox_testkit::guest::SerialInput::TerminalOnly);
+                }
                 if fake.lock().unwrap_or_else(|e| e.into_inner()).exit_requested() {
                     tokio::time::sleep(EXIT_LINGER).await;
                     break;

@@ -3,7 +3,8 @@
 //! Accepts the real command line (`--api-sock PATH`, `--id ID`; every other flag is ignored),
 //! serves [`nestbox_testkit::firecracker`]'s fake API on the socket, and exits 0 when the guest
 //! "reboots" (`SendCtrlAltDel` after boot, like Firecracker) or on SIGTERM/SIGINT, removing
-//! its socket. `--version` prints "Firecracker v1.16.1".
+//! its socket. `--version` prints "Firecracker v1.16.1". Once the VM is started, what comes in
+//! on stdin (a pipe or a terminal, as Firecracker reads) is echoed on stdout, the serial console.
 //!
 //! Knobs, from the environment:
 //! - `FAKE_DELAY_MS=N`: wait N ms before binding the socket (a slow start).
@@ -119,6 +120,7 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let mut guest = nestbox_testkit::guest::Guest::from_env();
+    let mut serial = false;
     let mut poll = tokio::time::interval(EXIT_POLL);
     loop {
         tokio::select! {
@@ -136,6 +138,10 @@ async fn run(args: Args) -> ExitCode {
                     let fc = fake.lock().unwrap_or_else(|e| e.into_inner());
                     (fc.state() != FcState::NotStarted).then(|| fc.vsock_uds_path()).flatten()
                 });
+                if !serial && fake.lock().unwrap_or_else(|e| e.into_inner()).state() != FcState::NotStarted {
+                    serial = true;
+                    nestbox_testkit::guest::echo_serial(nestbox_testkit::guest::SerialInput::TerminalOrPipe);
+                }
                 if fake.lock().unwrap_or_else(|e| e.into_inner()).exit_requested() {
                     println!("[{}:main] Vmm is stopping.", args.id);
                     tokio::time::sleep(EXIT_LINGER).await;
