@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nestbox_backend::{
-    AGENT_VSOCK_PORT, AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, ExitReport, VmDirs, VmHandle,
-    VmState,
+    AGENT_VSOCK_PORT, AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, Console, ExitReport, VmDirs,
+    VmHandle, VmState,
 };
 use nestbox_model::VmSpec;
 use nestbox_supervise::{CommandSpec, LogSpec, OsSpawner, Spawner, Stream, Supervised};
@@ -127,7 +127,10 @@ impl FirecrackerBackend {
         Plan::new(spec, &options)
     }
 
-    /// The command that starts Firecracker (or the jailer) for `layout`.
+    /// The command that starts Firecracker (or the jailer) for `layout`. The guest's serial port
+    /// is Firecracker's stdio (the jailer hands its own on): stdout goes to the bounded console
+    /// log, stdin is a pipe for [`VmHandle::console`]'s input (Firecracker reads a pipe, and
+    /// stops reading at end of file).
     pub fn command(&self, layout: &Layout, dirs: &VmDirs) -> CommandSpec {
         let mut cmd = match &self.config.jailer {
             Some(jailer) => CommandSpec::new(&jailer.binary).args(process::jailer_args(
@@ -140,6 +143,7 @@ impl FirecrackerBackend {
                 CommandSpec::new(&self.config.binary).args(process::firecracker_args(layout, self.config.transport))
             }
         };
+        cmd = cmd.stdin_piped();
         cmd.stdout_log = Some(LogSpec { path: dirs.console_log(), max_bytes: self.config.log_max_bytes });
         cmd.stderr_log = Some(LogSpec { path: dirs.hypervisor_log(), max_bytes: self.config.log_max_bytes });
         cmd.die_with_parent = self.config.die_with_parent;
@@ -379,5 +383,33 @@ impl VmHandle for FirecrackerVm {
 
     fn console_tail(&self, lines: usize) -> Vec<String> {
         self.child.log_tail(Stream::Stdout, lines)
+    }
+
+    /// The serial port: Firecracker's stdout (which also carries its own log lines when it has
+    /// no log file), and its stdin for keystrokes.
+    fn console(&self) -> Option<Console> {
+        Some(Console::from_stdio(&self.child))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nestbox_supervise::StdinMode;
+
+    use super::*;
+
+    #[test]
+    fn test_command_pipes_stdin_to_the_serial_port_directly_and_through_the_jailer() {
+        let dirs = VmDirs::new("/run/vm");
+        let mut config = FirecrackerConfig::with_binary("/opt/fc/firecracker", Transport::Mmio);
+        let direct = FirecrackerBackend::new(config.clone());
+        config.jailer = Some(JailerConfig::new("/opt/fc/jailer", 1000, 1000));
+        let jailed = FirecrackerBackend::new(config);
+        for (backend, program) in [(direct, "/opt/fc/firecracker"), (jailed, "/opt/fc/jailer")] {
+            let cmd = backend.command(&backend.layout(&dirs).unwrap(), &dirs);
+            assert_eq!(cmd.program, Path::new(program));
+            assert_eq!(cmd.stdin, StdinMode::Piped, "{program}");
+            assert_eq!(cmd.stdout_log.unwrap().path, dirs.console_log());
+        }
     }
 }

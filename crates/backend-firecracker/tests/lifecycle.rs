@@ -48,6 +48,21 @@ async fn test_launch_pause_resume_state_shutdown_through_trait() {
 }
 
 #[tokio::test]
+async fn test_console_takes_keystrokes_and_ends_with_firecracker() {
+    let g = guest();
+    let vm = backend(&common::fake()).launch(&g.spec, &g.dirs).await.unwrap();
+    let mut console = vm.console().expect("Firecracker has a console");
+    common::type_and_hear(&mut console, b"uname -a\n").await;
+    // Firecracker's last words come on the feed too, then the feed ends with the process.
+    assert_eq!(vm.shutdown(GRACE).await.code, Some(0));
+    let rest = common::rest_of_console(&mut console).await;
+    assert!(rest.contains("Vmm is stopping."), "{rest:?}");
+    assert!(!rest.contains("Running Firecracker"), "output from before the subscription: {rest:?}");
+    let log = std::fs::read_to_string(g.dirs.console_log()).unwrap();
+    assert!(log.contains("Running Firecracker") && log.contains("uname -a\n"), "{log}");
+}
+
+#[tokio::test]
 async fn test_configuration_after_start_keeps_fault_message() {
     let g = guest();
     let backend = backend(&common::fake());
@@ -250,6 +265,9 @@ async fn test_launch_through_jailer_uses_the_chroot() {
     );
     assert!(root.join("drive-data").is_file() && root.join("initrd").is_file());
     assert_eq!(nestbox_backend::VmHandle::state(&vm).await.unwrap(), VmState::Running);
+    // The jailer hands Firecracker its stdio: the serial console works through it.
+    let mut console = nestbox_backend::VmHandle::console(&vm).expect("a console through the jailer");
+    common::type_and_hear(&mut console, b"jailed\n").await;
     let report = nestbox_backend::VmHandle::shutdown(&vm, GRACE).await;
     assert_eq!(report.code, Some(0));
     drop(vm);

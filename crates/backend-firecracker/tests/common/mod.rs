@@ -102,3 +102,27 @@ pub fn alive(pid: u32) -> bool {
         .and_then(|s| s.rsplit(')').next().map(|rest| !rest.trim_start().starts_with('Z')))
         .unwrap_or(false)
 }
+
+/// Types `text` into the console and waits for the stand-in guest to echo it back.
+pub async fn type_and_hear(console: &mut nestbox_backend::Console, text: &[u8]) {
+    console.input.as_ref().expect("console input").write(text).await.unwrap();
+    let mut heard = Vec::new();
+    let echo = async {
+        while !heard.windows(text.len()).any(|w| w == text) {
+            heard.extend_from_slice(&console.output.recv().await.unwrap());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), echo).await.expect("no echo");
+}
+
+/// The rest of the console output, until the feed ends with the VMM.
+pub async fn rest_of_console(console: &mut nestbox_backend::Console) -> String {
+    let mut rest = Vec::new();
+    let drain = async {
+        while let Ok(chunk) = console.output.recv().await {
+            rest.extend_from_slice(&chunk);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), drain).await.expect("the console did not end");
+    String::from_utf8_lossy(&rest).into_owned()
+}
