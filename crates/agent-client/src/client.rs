@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use nestbox_agent_protocol::{CONTROL_STREAM, ExecStart, Hello, MAX_CHUNK, Message, PROTOCOL_VERSION, Welcome, encode};
+use nestbox_agent_protocol::{
+    CONTROL_STREAM, ExecStart, Hello, MAX_CHUNK, MIN_PROTOCOL_VERSION, Message, PROTOCOL_VERSION, TtySize, Welcome,
+    encode,
+};
 use serde_bytes::ByteBuf;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
@@ -43,6 +46,8 @@ struct Inner {
     writer: mpsc::Sender<WriteCmd>,
     next_stream: AtomicU32,
     reader: AbortHandle,
+    /// The protocol version the agent chose in `welcome`.
+    version: u16,
 }
 
 impl Drop for Inner {
@@ -61,6 +66,15 @@ fn close_all(demux: &Mutex<Demux>) {
 }
 
 impl Inner {
+    /// Fails when `msg` needs a newer protocol version than this connection speaks.
+    fn check_version(&self, msg: &Message, feature: &'static str) -> Result<(), ClientError> {
+        let needed = msg.min_version();
+        if needed > self.version {
+            return Err(ClientError::Unsupported { feature, needed, agent: self.version });
+        }
+        Ok(())
+    }
+
     async fn send(&self, stream: u32, msg: &Message) -> Result<(), ClientError> {
         let mut frame = Vec::new();
         encode(stream, msg, &mut frame);
@@ -82,7 +96,10 @@ pub struct AgentClient {
     inner: Arc<Inner>,
 }
 
-/// What to run: argv, environment overrides, working directory, stdin, timeout.
+/// What to run: argv, environment overrides, working directory, stdin, timeout, terminal, user.
+///
+/// New fields may be added: build it with [`ExecRequest::new`] and the setters, or with
+/// `..ExecRequest::default()`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecRequest {
     /// Program and arguments.
@@ -95,6 +112,12 @@ pub struct ExecRequest {
     pub stdin: bool,
     /// Kill the process group after this long.
     pub timeout: Option<Duration>,
+    /// Run on a fresh pseudo-terminal of this size: stdin, stdout and stderr are the terminal
+    /// and all output arrives as [`ExecEvent::Stdout`]. Needs protocol version 2.
+    pub tty: Option<TtySize>,
+    /// Run as `uid`, `uid:gid`, `name` or `name:group` (names from the guest's `/etc/passwd`
+    /// and `/etc/group`). Needs protocol version 2.
+    pub user: Option<String>,
 }
 
 impl ExecRequest {
@@ -131,6 +154,23 @@ impl ExecRequest {
         self
     }
 
+    /// Asks for a pseudo-terminal of `rows` × `cols`.
+    pub fn tty(mut self, rows: u16, cols: u16) -> ExecRequest {
+        self.tty = Some(TtySize { rows, cols });
+        self
+    }
+
+    /// Runs the command as `user` (`uid`, `uid:gid`, `name` or `name:group`).
+    pub fn user(mut self, user: impl Into<String>) -> ExecRequest {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// The field a v1 agent would not understand, if any.
+    fn v2_feature(&self) -> &'static str {
+        if self.tty.is_some() { "tty" } else { "user" }
+    }
+
     fn to_wire(&self) -> ExecStart {
         ExecStart {
             argv: self.argv.clone(),
@@ -138,8 +178,8 @@ impl ExecRequest {
             cwd: self.cwd.clone(),
             stdin: self.stdin,
             timeout_ms: self.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            tty: None,
-            user: None,
+            tty: self.tty,
+            user: self.user.clone(),
         }
     }
 }
@@ -203,21 +243,35 @@ pub struct ExecOutput {
     pub status: ExitStatus,
 }
 
-/// A running exec: its events and handles to its stdin and signals.
+/// A running exec: its events and handles to its stdin, signals and terminal size.
 #[derive(Debug)]
 pub struct Exec {
     stream: u32,
     rx: mpsc::Receiver<Message>,
     first: Option<Message>,
     finished: bool,
+    tty: bool,
     inner: Arc<Inner>,
 }
 
-/// Writes to an exec's stdin. Cheap to clone.
+/// Writes to an exec's stdin and resizes its terminal. Cheap to clone, so a stdin pump and a
+/// SIGWINCH task can each hold one.
 #[derive(Debug, Clone)]
 pub struct ExecStdin {
     stream: u32,
+    tty: bool,
     inner: Arc<Inner>,
+}
+
+/// Sends `exec.resize` for a tty exec; refuses locally otherwise (the agent would answer
+/// with an error on the exec's stream).
+async fn resize(inner: &Inner, stream: u32, tty: bool, rows: u16, cols: u16) -> Result<(), ClientError> {
+    if !tty {
+        return Err(ClientError::NoTty);
+    }
+    let msg = Message::ExecResize(TtySize { rows, cols });
+    inner.check_version(&msg, "exec.resize")?;
+    inner.send(stream, &msg).await
 }
 
 impl AgentClient {
@@ -232,7 +286,7 @@ impl AgentClient {
         let (read_half, mut write_half) = tokio::io::split(io);
         let mut reader = BufReader::new(read_half);
         let hello = Message::Hello(Hello {
-            min_version: PROTOCOL_VERSION,
+            min_version: MIN_PROTOCOL_VERSION,
             max_version: PROTOCOL_VERSION,
             client: CLIENT_NAME.into(),
         });
@@ -252,21 +306,24 @@ impl AgentClient {
         let (writer_tx, writer_rx) = mpsc::channel(WRITE_QUEUE_FRAMES);
         tokio::spawn(write_task(write_half, writer_rx, Arc::clone(&demux)));
         let reader = tokio::spawn(read_task(reader, Arc::clone(&demux))).abort_handle();
-        let client =
-            AgentClient { inner: Arc::new(Inner { demux, writer: writer_tx, next_stream: AtomicU32::new(1), reader }) };
-        Ok((client, welcome))
+        let version = welcome.version;
+        let inner = Inner { demux, writer: writer_tx, next_stream: AtomicU32::new(1), reader, version };
+        Ok((AgentClient { inner: Arc::new(inner) }, welcome))
     }
 
     /// Starts a command. Returns once the agent accepted it (its first message
-    /// on the stream); a refused request is [`ClientError::Agent`].
+    /// on the stream); a refused request is [`ClientError::Agent`], and a `tty` or `user`
+    /// request to a version 1 agent is [`ClientError::Unsupported`] (nothing is sent).
     pub async fn exec(&self, req: ExecRequest) -> Result<Exec, ClientError> {
+        let start = Message::ExecStart(req.to_wire());
+        self.inner.check_version(&start, req.v2_feature())?;
         let stream = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::channel(EXEC_CHANNEL_CAPACITY);
         match lock(&self.inner.demux).streams.as_mut() {
             Some(streams) => streams.insert(stream, tx),
             None => return Err(ClientError::Closed),
         };
-        if let Err(e) = self.inner.send(stream, &Message::ExecStart(req.to_wire())).await {
+        if let Err(e) = self.inner.send(stream, &start).await {
             if let Some(streams) = lock(&self.inner.demux).streams.as_mut() {
                 streams.remove(&stream);
             }
@@ -275,13 +332,25 @@ impl AgentClient {
         match rx.recv().await {
             None => Err(ClientError::Closed),
             Some(Message::Error(e)) => Err(ClientError::Agent { code: e.code, message: e.message }),
-            Some(first) => Ok(Exec { stream, rx, first: Some(first), finished: false, inner: Arc::clone(&self.inner) }),
+            Some(first) => Ok(Exec {
+                stream,
+                rx,
+                first: Some(first),
+                finished: false,
+                tty: req.tty.is_some(),
+                inner: Arc::clone(&self.inner),
+            }),
         }
     }
 
     /// Asks the guest to power off; returns once the request is written.
     pub async fn poweroff(&self) -> Result<(), ClientError> {
         self.inner.send_and_flush(CONTROL_STREAM, &Message::GuestPoweroff).await
+    }
+
+    /// The protocol version the agent chose.
+    pub fn version(&self) -> u16 {
+        self.inner.version
     }
 
     /// Whether the connection has ended.
@@ -356,14 +425,21 @@ impl Exec {
         }
     }
 
-    /// A handle writing to this exec's stdin (requested with [`ExecRequest::stdin`]).
+    /// A handle writing to this exec's stdin (requested with [`ExecRequest::stdin`]) and
+    /// resizing its terminal.
     pub fn stdin(&self) -> ExecStdin {
-        ExecStdin { stream: self.stream, inner: Arc::clone(&self.inner) }
+        ExecStdin { stream: self.stream, tty: self.tty, inner: Arc::clone(&self.inner) }
     }
 
     /// Sends `signal` to the exec's process group.
     pub async fn signal(&self, signal: i32) -> Result<(), ClientError> {
         self.inner.send(self.stream, &Message::ExecSignal { signal }).await
+    }
+
+    /// Sets the size of the exec's terminal (the process gets SIGWINCH). Fails with
+    /// [`ClientError::NoTty`] for an exec started without [`ExecRequest::tty`].
+    pub async fn resize(&self, rows: u16, cols: u16) -> Result<(), ClientError> {
+        resize(&self.inner, self.stream, self.tty, rows, cols).await
     }
 }
 
@@ -385,9 +461,15 @@ impl ExecStdin {
         Ok(())
     }
 
-    /// Closes the process's stdin after the bytes already written.
+    /// Closes the process's stdin after the bytes already written; on a terminal this types
+    /// its end-of-file character (^D) instead.
     pub async fn close(&self) -> Result<(), ClientError> {
         self.inner.send(self.stream, &Message::ExecStdinClose).await
+    }
+
+    /// Sets the size of the exec's terminal, like [`Exec::resize`].
+    pub async fn resize(&self, rows: u16, cols: u16) -> Result<(), ClientError> {
+        resize(&self.inner, self.stream, self.tty, rows, cols).await
     }
 }
 
@@ -468,5 +550,13 @@ mod tests {
         assert_eq!(wire.cwd.as_deref(), Some("/tmp"));
         assert!(wire.stdin);
         assert_eq!(wire.timeout_ms, Some(1500));
+        assert_eq!((wire.tty, wire.user.as_deref()), (None, None));
+        assert_eq!(Message::ExecStart(wire).min_version(), 1, "a plain request stays v1");
+
+        let wire = ExecRequest::new(["sh"]).tty(24, 80).user("1000:100").to_wire();
+        assert_eq!(wire.tty, Some(TtySize { rows: 24, cols: 80 }));
+        assert_eq!(wire.user.as_deref(), Some("1000:100"));
+        assert_eq!(ExecRequest::new(["id"]).user("u").v2_feature(), "user");
+        assert_eq!(ExecRequest::new(["sh"]).tty(1, 1).user("u").v2_feature(), "tty");
     }
 }

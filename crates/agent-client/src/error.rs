@@ -23,6 +23,19 @@ pub enum ClientError {
         /// The agent's explanation.
         message: String,
     },
+    /// The request needs a newer protocol version than the agent speaks; nothing was sent.
+    #[error("{feature} needs agent protocol version {needed}, the agent speaks {agent}")]
+    Unsupported {
+        /// What the request used: `tty`, `user` or `exec.resize`.
+        feature: &'static str,
+        /// The protocol version it needs.
+        needed: u16,
+        /// The version the agent chose.
+        agent: u16,
+    },
+    /// A resize for an exec started without a terminal; nothing was sent.
+    #[error("exec has no tty to resize")]
+    NoTty,
     /// The agent sent a message that makes no sense at this point.
     #[error("unexpected {name} on stream {stream}")]
     UnexpectedMessage {

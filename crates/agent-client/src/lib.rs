@@ -18,5 +18,5 @@ mod transport;
 pub use client::{AgentClient, Exec, ExecEvent, ExecOutput, ExecRequest, ExecStdin, ExitStatus};
 pub use error::ClientError;
 pub use framing::{read_frame, write_frame};
-pub use nestbox_agent_protocol::{ErrorCode, Welcome};
+pub use nestbox_agent_protocol::{ErrorCode, TtySize, Welcome};
 pub use transport::{HANDSHAKE_TIMEOUT, HybridVsockStream, MAX_REPLY_LINE, TransportError, connect_hybrid_vsock};

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use nestbox_agent_client::{AgentClient, ClientError, ErrorCode, ExecEvent, ExecRequest};
-use nestbox_agent_protocol::{ErrorMessage, Message, Welcome};
+use nestbox_agent_protocol::{ErrorMessage, Exited, Message, PROTOCOL_VERSION, TtySize, Welcome};
 use serde_bytes::ByteBuf;
 use tokio::io::DuplexStream;
 
@@ -12,7 +12,11 @@ use nestbox_agent_client::{read_frame, write_frame};
 const LIMIT: Duration = Duration::from_secs(10);
 
 fn welcome() -> Message {
-    Message::Welcome(Welcome { version: 1, agent_version: "fake".into(), kernel_release: "fake-kernel".into() })
+    welcome_v(1)
+}
+
+fn welcome_v(version: u16) -> Message {
+    Message::Welcome(Welcome { version, agent_version: "fake".into(), kernel_release: "fake-kernel".into() })
 }
 
 async fn expect(io: &mut DuplexStream) -> (u32, Message) {
@@ -83,4 +87,66 @@ async fn test_refused_exec_is_agent_error_and_pending_exec_sees_close() {
     let pending = client.exec(ExecRequest::new(["true"]));
     let (res, _) = tokio::join!(pending, fake);
     assert!(matches!(res, Err(ClientError::Closed)));
+}
+
+#[tokio::test]
+async fn test_v1_agent_gets_no_v2_requests() {
+    let (client_io, mut agent) = tokio::io::duplex(64 * 1024);
+    let fake = tokio::spawn(async move {
+        match expect(&mut agent).await {
+            (0, Message::Hello(h)) => assert_eq!((h.min_version, h.max_version), (1, PROTOCOL_VERSION)),
+            other => panic!("expected hello, got {other:?}"),
+        }
+        write_frame(&mut agent, 0, &welcome_v(1)).await.unwrap();
+        // The refused requests never reach the wire: the next frame is the plain exec.
+        let (stream, msg) = expect(&mut agent).await;
+        match msg {
+            Message::ExecStart(s) => assert_eq!((s.argv, s.tty, s.user), (vec!["true".to_string()], None, None)),
+            other => panic!("expected exec.start, got {other:?}"),
+        }
+        write_frame(&mut agent, stream, &Message::ExecStarted { pid: 5 }).await.unwrap();
+        let exited = Message::ExecExited(Exited { code: Some(0), signal: None, timed_out: false });
+        write_frame(&mut agent, stream, &exited).await.unwrap();
+        expect(&mut agent).await
+    });
+    let (client, w) = AgentClient::connect(client_io).await.unwrap();
+    assert_eq!((w.version, client.version()), (1, 1));
+    match client.exec(ExecRequest::new(["sh"]).tty(24, 80)).await {
+        Err(ClientError::Unsupported { feature: "tty", needed: 2, agent: 1 }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    match client.exec(ExecRequest::new(["id"]).user("1000")).await {
+        Err(ClientError::Unsupported { feature: "user", needed: 2, agent: 1 }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    let exec = client.exec(ExecRequest::new(["true"])).await.unwrap();
+    assert!(matches!(exec.resize(10, 10).await, Err(ClientError::NoTty)));
+    assert!(exec.output().await.unwrap().status.success());
+    client.poweroff().await.unwrap();
+    assert!(matches!(tokio::time::timeout(LIMIT, fake).await.unwrap().unwrap(), (0, Message::GuestPoweroff)));
+}
+
+#[tokio::test]
+async fn test_resize_goes_out_on_the_exec_stream() {
+    let (client_io, mut agent) = tokio::io::duplex(64 * 1024);
+    let fake = tokio::spawn(async move {
+        expect(&mut agent).await;
+        write_frame(&mut agent, 0, &welcome_v(2)).await.unwrap();
+        let (stream, msg) = expect(&mut agent).await;
+        assert!(matches!(msg, Message::ExecStart(ref s) if s.tty == Some(TtySize { rows: 24, cols: 80 })), "{msg:?}");
+        write_frame(&mut agent, stream, &Message::ExecStarted { pid: 9 }).await.unwrap();
+        let first = expect(&mut agent).await;
+        let second = expect(&mut agent).await;
+        (stream, first, second)
+    });
+    let (client, _) = AgentClient::connect(client_io).await.unwrap();
+    assert_eq!(client.version(), 2);
+    let exec = client.exec(ExecRequest::new(["sh"]).tty(24, 80).stdin(true)).await.unwrap();
+    exec.resize(50, 132).await.unwrap();
+    // The stdin handle resizes too (a SIGWINCH task holds one while the exec is consumed).
+    exec.stdin().resize(10, 20).await.unwrap();
+    let (stream, first, second) = tokio::time::timeout(LIMIT, fake).await.unwrap().unwrap();
+    assert_eq!(stream, exec.stream_id());
+    assert_eq!(first, (stream, Message::ExecResize(TtySize { rows: 50, cols: 132 })));
+    assert_eq!(second, (stream, Message::ExecResize(TtySize { rows: 10, cols: 20 })));
 }

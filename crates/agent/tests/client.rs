@@ -153,3 +153,57 @@ async fn test_client_poweroff_ends_stdio_agent() {
     let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
     assert!(status.success());
 }
+
+/// Reads stdout events until they hold `want`; returns what was read.
+async fn stdout_until(exec: &mut nestbox_agent_client::Exec, want: &str) -> String {
+    let mut seen = Vec::new();
+    tokio::time::timeout(LIMIT, async {
+        while !String::from_utf8_lossy(&seen).contains(want) {
+            match exec.next_event().await {
+                Some(ExecEvent::Started { .. }) => {}
+                Some(ExecEvent::Stdout(b)) => seen.extend_from_slice(&b),
+                other => panic!("waiting for {want:?}: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("in time");
+    String::from_utf8(seen).unwrap()
+}
+
+#[tokio::test]
+async fn test_client_tty_resize_typing_and_eof() {
+    let (client, _child) = connect().await;
+    assert_eq!(client.version(), nestbox_agent_protocol::PROTOCOL_VERSION);
+    let req = sh("stty size; read x; stty size; exec cat").tty(24, 80).stdin(true);
+    let mut exec = client.exec(req).await.unwrap();
+    stdout_until(&mut exec, "24 80\r\n").await;
+    let stdin = exec.stdin();
+    stdin.resize(50, 132).await.unwrap();
+    stdin.write(Bytes::from_static(b"go\n")).await.unwrap();
+    stdout_until(&mut exec, "50 132\r\n").await;
+    stdin.write(Bytes::from_static(b"typed\n")).await.unwrap();
+    stdout_until(&mut exec, "typed\r\ntyped\r\n").await;
+    // ^D, not a closed pipe: cat sees the end of input and exits.
+    stdin.close().await.unwrap();
+    let out = tokio::time::timeout(LIMIT, exec.output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty());
+}
+
+#[tokio::test]
+async fn test_client_non_tty_resize_is_refused_locally() {
+    let (client, _child) = connect().await;
+    let exec = client.exec(sh("exit 3")).await.unwrap();
+    assert!(matches!(exec.resize(10, 10).await, Err(ClientError::NoTty)));
+    assert_eq!(exec.output().await.unwrap().status.code, Some(3), "the stream is intact");
+}
+
+#[tokio::test]
+async fn test_client_unknown_user_exits_126() {
+    let (client, _child) = connect().await;
+    let out =
+        client.exec(ExecRequest::new(["true"]).user("nestbox-nobody-here")).await.unwrap().output().await.unwrap();
+    assert_eq!(out.status.code, Some(126));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nestbox-nobody-here: no such user"));
+}
