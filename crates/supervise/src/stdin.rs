@@ -15,12 +15,13 @@
 
 use std::fmt;
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::pty::PtyMaster;
 use nix::sys::stat::Mode;
 use nix::sys::termios::{self, SetArg};
@@ -55,7 +56,8 @@ impl StdinWriter {
 
     /// Writes all of `data` to the child's stdin. Waits while the child is not reading and the
     /// pipe is full. Fails with [`io::ErrorKind::BrokenPipe`] once the child has closed its stdin
-    /// or exited (for a pty: an I/O error), and once [`close`](Self::close) was called.
+    /// or exited (for a pty: once no process holds the terminal any more), and once
+    /// [`close`](Self::close) was called.
     pub async fn write(&self, data: &[u8]) -> io::Result<()> {
         let mut sink = self.sink.lock().await;
         let Some(sink) = sink.as_mut() else {
@@ -109,6 +111,11 @@ impl AsyncWrite for PtyWriter {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         loop {
             let mut guard = ready!(self.0.poll_write_ready(cx))?;
+            // Linux takes writes on a master whose slave is closed (until its buffer is full,
+            // then they would wait forever): the hang-up is how we know the child has gone.
+            if hung_up(self.0.get_ref())? {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "the terminal was hung up")));
+            }
             match guard.try_io(|master| master.get_ref().write(buf)) {
                 Ok(result) => return Poll::Ready(result),
                 Err(_would_block) => continue,
@@ -123,6 +130,13 @@ impl AsyncWrite for PtyWriter {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+}
+
+/// Whether every holder of the slave side has closed it.
+fn hung_up(master: &PtyMaster) -> io::Result<bool> {
+    let mut fds = [PollFd::new(master.as_fd(), PollFlags::empty())];
+    nix::poll::poll(&mut fds, PollTimeout::ZERO)?;
+    Ok(fds[0].revents().is_some_and(|events| events.contains(PollFlags::POLLHUP)))
 }
 
 #[cfg(test)]
@@ -147,6 +161,33 @@ mod tests {
         let mut got = [0u8; 3];
         std::fs::File::from(slave).read_exact(&mut got).unwrap();
         assert_eq!(&got, b"a\rb");
+    }
+
+    #[tokio::test]
+    async fn test_pty_write_fails_once_the_slave_is_closed() {
+        let (master, slave) = open_pty().unwrap();
+        let writer = StdinWriter::new(PtyWriter::new(master).unwrap());
+        writer.write(b"typed").await.unwrap();
+        drop(slave);
+        let err = writer.write(b"x").await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[tokio::test]
+    async fn test_blocked_pty_write_fails_when_the_slave_closes() {
+        let (master, slave) = open_pty().unwrap();
+        let writer = StdinWriter::new(PtyWriter::new(master).unwrap());
+        // Nobody reads the slave: this fills the terminal's buffer and waits.
+        let blocked = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write(&[b'x'; 1 << 20]).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!blocked.is_finished());
+        drop(slave);
+        let result = tokio::time::timeout(std::time::Duration::from_secs(5), blocked).await;
+        let err = result.expect("the write still waits after the hang-up").unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
 
     #[tokio::test]

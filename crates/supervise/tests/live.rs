@@ -87,10 +87,12 @@ async fn test_stdin_reaches_cat_and_comes_back() {
 
 #[tokio::test]
 async fn test_write_after_exit_fails() {
-    let child = OsSpawner.spawn(&sh("exit 0").stdin_piped()).unwrap();
-    child.wait().await;
-    let err = child.stdin().unwrap().write(b"late\n").await.unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+    for spec in [sh("exit 0").stdin_piped(), sh("exit 0").stdin_pty()] {
+        let child = OsSpawner.spawn(&spec).unwrap();
+        child.wait().await;
+        let err = child.stdin().unwrap().write(b"late\n").await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{:?}: {err}", spec.stdin);
+    }
 }
 
 #[tokio::test]
