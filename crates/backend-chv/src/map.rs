@@ -10,8 +10,9 @@
 //!   Hypervisor has one vsock device, so a spec's own vsock device must be that one.
 //! - The serial port (ttyS0) is `Tty`: Cloud Hypervisor writes it to its stdout, which the
 //!   supervisor captures into the bounded `console.log` (a `File` serial would grow without
-//!   bound, written by the VMM itself). With stdin not a terminal, Cloud Hypervisor takes no
-//!   input from it. The virtio console is `Off`.
+//!   bound, written by the VMM itself), and reads its input from stdin, but only when stdin is a
+//!   terminal: the process gets a raw pseudo-terminal as stdin for that (see
+//!   `CloudHypervisorBackend::command`). The virtio console is `Off`.
 //! - virtio-fs is refused: Cloud Hypervisor needs an external `virtiofsd` per share, which
 //!   nestbox does not run.
 

@@ -4,7 +4,8 @@
 //! Command line: `--api-socket path=<dir>/api.sock --event-monitor path=<dir>/events.json`,
 //! then optionally `--log-file <path>` and `-v` (repeated). Without `--log-file` the VMM logs to
 //! stderr, which the supervisor keeps in the bounded `hypervisor.log`; stdout carries the guest
-//! serial port (`Tty` mode, see [`crate::map`]) into the bounded `console.log`.
+//! serial port (`Tty` mode, see [`crate::map`]) into the bounded `console.log`, and stdin, a raw
+//! pseudo-terminal, carries keystrokes to it.
 //!
 //! Stopping: `vmm.shutdown` (the VMM shuts the VM down and exits), then SIGTERM, then SIGKILL
 //! after a grace period; the supervisor checks that the PID is still the process it started

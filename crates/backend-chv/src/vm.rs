@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nestbox_backend::{
-    AGENT_VSOCK_PORT, AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, ExitReport, VmDirs, VmHandle,
-    VmState,
+    AGENT_VSOCK_PORT, AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, Console, ExitReport, VmDirs,
+    VmHandle, VmState,
 };
 use nestbox_model::VmSpec;
 use nestbox_supervise::{CommandSpec, LogSpec, OsSpawner, Spawner, Stream, SuperviseError, Supervised};
@@ -125,7 +125,10 @@ impl CloudHypervisorBackend {
         &self.config
     }
 
-    /// The command Cloud Hypervisor is started with for the VM in `dirs`.
+    /// The command Cloud Hypervisor is started with for the VM in `dirs`. The guest's serial
+    /// port is its stdio (`Tty` mode): stdout goes to the bounded console log; stdin is a raw
+    /// pseudo-terminal for [`VmHandle::console`]'s input, since Cloud Hypervisor reads serial
+    /// input only from a terminal (a pipe would be ignored).
     pub fn command(&self, dirs: &VmDirs) -> Result<CommandSpec, BackendError> {
         let args = ChvArgs {
             log_file: self.config.log_file.clone(),
@@ -133,7 +136,7 @@ impl CloudHypervisorBackend {
             ..ChvArgs::for_dirs(dirs)
         };
         let argv = args.build().map_err(|e| BackendError::Launch { backend: BACKEND, reason: e.to_string() })?;
-        let mut cmd = CommandSpec::new(&self.config.binary).args(argv);
+        let mut cmd = CommandSpec::new(&self.config.binary).args(argv).stdin_pty();
         cmd.stdout_log = Some(LogSpec { path: dirs.console_log(), max_bytes: self.config.console_max_bytes });
         cmd.stderr_log = Some(LogSpec { path: dirs.hypervisor_log(), max_bytes: self.config.log_max_bytes });
         cmd.die_with_parent = self.config.die_with_parent;
@@ -475,6 +478,12 @@ impl VmHandle for CloudHypervisorVm {
     fn console_tail(&self, lines: usize) -> Vec<String> {
         self.child.log_tail(Stream::Stdout, lines)
     }
+
+    /// The serial port: Cloud Hypervisor's stdout, and its stdin (a pseudo-terminal) for
+    /// keystrokes.
+    fn console(&self) -> Option<Console> {
+        Some(Console::from_stdio(&self.child))
+    }
 }
 
 #[cfg(test)]
@@ -511,5 +520,7 @@ mod tests {
         assert_eq!(cmd.stdout_log.unwrap().path, dirs.console_log());
         assert_eq!(cmd.stderr_log.unwrap().path, dirs.hypervisor_log());
         assert!(cmd.new_process_group);
+        // Cloud Hypervisor's tty serial reads its input only from a terminal.
+        assert_eq!(cmd.stdin, nestbox_supervise::StdinMode::Pty);
     }
 }

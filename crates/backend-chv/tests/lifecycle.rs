@@ -247,6 +247,28 @@ async fn test_console_tail_reads_the_serial_output() {
 }
 
 #[tokio::test]
+async fn test_console_takes_keystrokes_through_a_terminal() {
+    let guest = guest();
+    let vm = backend().launch(&guest.spec, &guest.dirs).await.unwrap();
+    let mut console = vm.console().expect("Cloud Hypervisor has a console");
+    let input = console.input.clone().expect("console input");
+    // The stand-in, like Cloud Hypervisor, echoes only input that comes from a terminal.
+    input.write(b"uname -a\n").await.unwrap();
+    let mut heard = Vec::new();
+    let echo = async {
+        while !heard.ends_with(b"uname -a\n") {
+            heard.extend_from_slice(&console.output.recv().await.unwrap());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), echo).await.expect("no echo");
+    assert_eq!(heard, b"uname -a\n");
+    vm.shutdown(GRACE).await;
+    assert!(input.write(b"late").await.is_err(), "input after the VMM exited");
+    let log = std::fs::read_to_string(guest.dirs.console_log()).unwrap();
+    assert!(log.contains("uname -a\n"), "{log}");
+}
+
+#[tokio::test]
 async fn test_vm_create_refusal_fails_the_launch_with_ch_text() {
     let mut guest = guest();
     guest.spec.devices.push(Device::VirtioNet { id: "net0".into(), tap: "tap0".into(), mac: Some("not-a-mac".into()) });
