@@ -34,6 +34,8 @@ fn test_sixteen_concurrent_execs_in_one_vm() {
                         cwd: None,
                         stdin: false,
                         timeout: Some(Duration::from_secs(60)),
+                        tty: None,
+                        user: None,
                     })
                     .await
                     .unwrap();

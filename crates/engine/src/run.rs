@@ -435,6 +435,8 @@ impl Sandbox {
                 cwd: req.workdir.clone(),
                 stdin: true,
                 timeout: req.timeout,
+                tty: None,
+                user: None,
             })
             .await?;
         let status = tokio::select! {
