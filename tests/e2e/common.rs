@@ -85,10 +85,12 @@ impl Home {
 
     /// Asserts nothing is left: no VM directory, no process mentioning this home.
     pub fn assert_clean(&self) {
-        let sandboxes = self.path().join("sandboxes");
-        let left: Vec<_> = std::fs::read_dir(&sandboxes)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
+        let left: Vec<_> = ["run", "sandboxes"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(self.path().join(d)).into_iter().flatten())
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
         assert!(left.is_empty(), "left behind: {left:?}");
         let needle = self.path().to_string_lossy().into_owned();
         // QEMU gets SIGKILL on the way out; give the kernel a moment to reap it.

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::EngineError;
 
 /// What the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AccelChoice {
     /// KVM when the probe passes, else TCG.
     #[default]

@@ -67,6 +67,58 @@ pub enum EngineError {
         /// The limit.
         max: usize,
     },
+    /// The sandbox index could not be opened.
+    #[error(transparent)]
+    StoreOpen(#[from] nestbox_store::OpenError),
+    /// A sandbox record operation failed (a name taken, a state changed under us, an illegal move).
+    #[error(transparent)]
+    Store(#[from] nestbox_store::SandboxError),
+    /// `SB` names no sandbox, or several.
+    #[error(transparent)]
+    Resolve(#[from] nestbox_store::ResolveError),
+    /// Another operation held the sandbox's lock too long.
+    #[error(transparent)]
+    Lock(#[from] nestbox_store::LockError),
+    /// A sandbox name was refused.
+    #[error(transparent)]
+    Name(#[from] nestbox_store::NameError),
+    /// The move between states is illegal (`pause` on a stopped sandbox).
+    #[error(transparent)]
+    Transition(#[from] nestbox_store::TransitionError),
+    /// `SB` can be neither a name nor an id.
+    #[error("invalid sandbox reference {input:?}: {reason}")]
+    BadReference {
+        /// What was typed.
+        input: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The sandbox is not in a state that allows the operation.
+    #[error("cannot {verb} sandbox {id}: it is {state}")]
+    InvalidState {
+        /// The sandbox.
+        id: String,
+        /// The operation.
+        verb: &'static str,
+        /// Its state.
+        state: String,
+    },
+    /// The sandbox did not come up.
+    #[error("sandbox {id} failed to start: {reason}")]
+    StartFailed {
+        /// The sandbox.
+        id: String,
+        /// Why, as its shim recorded it.
+        reason: String,
+    },
+    /// The sandbox's shim failed a request or could not be reached.
+    #[error("sandbox {id}: {reason}")]
+    Shim {
+        /// The sandbox.
+        id: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A filesystem operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -5,7 +5,12 @@
 //!   kernels/              PVH vmlinux files extracted from bzImages, by content hash
 //!   images/               built guest images (initramfs), by content hash
 //!   cache/                host probes (is KVM usable?)
-//!   sandboxes/<id>/       one VM: api.sock, agent.sock, console.log, hypervisor.log
+//!   state.db              the sandbox index (SQLite, WAL)
+//!   locks/<id>.lock       one flock per sandbox, serializing operations on it
+//!   sandboxes/<id>/       one persistent sandbox: spec.json, shim.log, control.sock, agent.sock
+//!                         (the shim's), vm-agent.sock, api.sock, console.log, hypervisor.log,
+//!                         vm.pid, exit.json
+//!   run/<id>/             one `nestbox run` VM, removed when the run ends
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -61,9 +66,21 @@ impl Home {
     pub fn cache(&self) -> PathBuf {
         self.root.join("cache")
     }
-    /// Per-VM directories.
+    /// Persistent sandboxes' directories.
     pub fn sandboxes(&self) -> PathBuf {
         self.root.join("sandboxes")
+    }
+    /// The directories of `nestbox run`'s throw-away VMs.
+    pub fn ephemeral(&self) -> PathBuf {
+        self.root.join("run")
+    }
+    /// The sandbox index.
+    pub fn state_db(&self) -> PathBuf {
+        self.root.join("state.db")
+    }
+    /// Per-sandbox lock files.
+    pub fn locks(&self) -> PathBuf {
+        self.root.join("locks")
     }
 }
 

@@ -12,7 +12,12 @@ pub mod guest;
 pub mod home;
 pub mod ids;
 pub mod run;
+pub mod sandbox;
 
 pub use error::EngineError;
 pub use home::Home;
-pub use run::{BootRequest, Launcher, Notify, Prepared, RunIo, RunOutcome, RunRequest, Runner, Sandbox, Teardown};
+pub use run::{
+    AgentStream, BootRequest, Launcher, Notify, Prepared, RunIo, RunOutcome, RunRequest, Runner, Sandbox, Teardown,
+    stream_exec,
+};
+pub use sandbox::{CreateRequest, SandboxConfig, SandboxInfo, Sandboxes};

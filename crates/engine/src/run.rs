@@ -30,7 +30,7 @@ use crate::guest::{CONSOLE_TAIL_LINES, DEFAULT_CMDLINE, POWEROFF_GRACE};
 use crate::{EngineError, Home, agent_binary, ids};
 
 /// The kernel's limit on a Unix socket path (`sun_path` less its NUL).
-const MAX_SOCKET_PATH: usize = 107;
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
 /// How often the agent socket is tried while QEMU creates it.
 const CONNECT_RETRY: Duration = Duration::from_millis(5);
 /// How long a failed handshake waits to see whether the VM is exiting.
@@ -85,7 +85,7 @@ pub enum Launcher {
 
 impl Launcher {
     /// The backend, ready to launch.
-    fn backend(&self) -> Box<dyn Backend> {
+    pub(crate) fn backend(&self) -> Box<dyn Backend> {
         match self {
             Launcher::Qemu(config) => Box::new(QemuBackend::new(config.clone())),
             Launcher::Firecracker(config) => Box::new(FirecrackerBackend::new(config.clone())),
@@ -271,7 +271,7 @@ impl Runner {
     }
 
     fn create_dir(&self) -> Result<VmDirs, EngineError> {
-        let parent = self.home.sandboxes();
+        let parent = self.home.ephemeral();
         std::fs::create_dir_all(&parent).map_err(EngineError::io(format!("cannot create {}", parent.display())))?;
         let id = ids::new_id().map_err(EngineError::io("cannot read /dev/urandom"))?;
         let dirs = VmDirs::new(parent.join(id));
@@ -290,7 +290,7 @@ impl Runner {
 }
 
 /// The package that provides a backend's binary.
-fn package_of(kind: BackendKind) -> &'static str {
+pub(crate) fn package_of(kind: BackendKind) -> &'static str {
     match kind {
         BackendKind::Qemu => nestbox_backend_qemu::QEMU_PACKAGE,
         BackendKind::Firecracker => "firecracker (release binary from its project)",
@@ -312,9 +312,30 @@ fn firecracker_transport(kernel: &nestbox_kernel::ResolvedKernel) -> Option<Virt
     KernelConfig::for_version(boot, version)?.firecracker_transport()
 }
 
-/// Connects to the agent, retrying while the hypervisor creates its socket and the guest boots,
-/// until `deadline`; fails early with the console tail if the VM ends first.
+/// A byte stream to the guest agent, whichever transport carries it.
+pub trait AgentStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> AgentStream for T {}
+
+/// Connects to the agent with the client's handshake.
 async fn connect_agent(vm: &dyn VmHandle, deadline: Duration) -> Result<AgentClient, EngineError> {
+    connect_agent_with(vm, deadline, |stream| async move {
+        AgentClient::connect(stream).await.map(|(client, _welcome)| client).map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// Opens the agent's stream and runs `handshake` on it, retrying while the hypervisor creates
+/// its socket and the guest boots, until `deadline`; fails early with the console tail if the VM
+/// ends first.
+pub(crate) async fn connect_agent_with<T, F, Fut>(
+    vm: &dyn VmHandle,
+    deadline: Duration,
+    handshake: F,
+) -> Result<T, EngineError>
+where
+    F: Fn(Box<dyn AgentStream>) -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
     let endpoint = vm.agent_endpoint().clone();
     let exited = |report| EngineError::VmExited {
         report,
@@ -324,14 +345,11 @@ async fn connect_agent(vm: &dyn VmHandle, deadline: Duration) -> Result<AgentCli
     let connect = async {
         loop {
             // A hybrid-vsock refusal only means the agent does not listen yet: retry it too.
-            let attempt = match &endpoint {
-                AgentEndpoint::Unix(path) => match UnixStream::connect(path).await {
-                    Ok(stream) => Some(AgentClient::connect(stream).await),
-                    Err(_) => None,
-                },
+            let stream: Option<Box<dyn AgentStream>> = match &endpoint {
+                AgentEndpoint::Unix(path) => UnixStream::connect(path).await.ok().map(|s| Box::new(s) as _),
                 AgentEndpoint::HybridVsock { path, port } => {
                     match nestbox_agent_client::connect_hybrid_vsock(path, *port).await {
-                        Ok(stream) => Some(AgentClient::connect(stream).await),
+                        Ok(stream) => Some(Box::new(stream) as _),
                         Err(e) => {
                             tracing::trace!("hybrid vsock not ready: {e}");
                             None
@@ -339,14 +357,15 @@ async fn connect_agent(vm: &dyn VmHandle, deadline: Duration) -> Result<AgentCli
                     }
                 }
             };
-            match attempt {
-                Some(Ok((client, _welcome))) => return Ok(client),
-                // A VM that died takes the connection with it: report the VM, not the socket.
-                Some(Err(e)) => match tokio::time::timeout(EXIT_SETTLE, vm.wait()).await {
-                    Ok(report) => return Err(exited(report)),
-                    Err(_) => tracing::debug!("agent handshake failed, retrying: {e}"),
-                },
-                None => {}
+            if let Some(stream) = stream {
+                match handshake(stream).await {
+                    Ok(client) => return Ok(client),
+                    // A VM that died takes the connection with it: report the VM, not the socket.
+                    Err(e) => match tokio::time::timeout(EXIT_SETTLE, vm.wait()).await {
+                        Ok(report) => return Err(exited(report)),
+                        Err(_) => tracing::debug!("agent handshake failed, retrying: {e}"),
+                    },
+                }
             }
             tokio::time::sleep(CONNECT_RETRY).await;
         }
@@ -361,7 +380,7 @@ async fn connect_agent(vm: &dyn VmHandle, deadline: Duration) -> Result<AgentCli
 }
 
 /// Pumps stdin into the command and its output out, until it exits.
-async fn stream_exec(mut exec: nestbox_agent_client::Exec, io: RunIo) -> Result<ExitStatus, EngineError> {
+pub async fn stream_exec(mut exec: nestbox_agent_client::Exec, io: RunIo) -> Result<ExitStatus, EngineError> {
     let RunIo { mut stdin, mut stdout, mut stderr } = io;
     let sink = exec.stdin();
     let pump = tokio::spawn(async move {

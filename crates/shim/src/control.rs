@@ -107,9 +107,8 @@ pub enum ControlError {
 
 /// Sends `req` to the shim at `socket` and waits up to `timeout` for its reply.
 pub async fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Reply, ControlError> {
-    let (reply, _) = tokio::time::timeout(timeout, exchange(socket, req))
-        .await
-        .map_err(|_| ControlError::Timeout(timeout))??;
+    let (reply, _) =
+        tokio::time::timeout(timeout, exchange(socket, req)).await.map_err(|_| ControlError::Timeout(timeout))??;
     if reply.ok { Ok(reply) } else { Err(ControlError::Refused(reply.error.unwrap_or_default())) }
 }
 

@@ -56,11 +56,8 @@ pub enum HandshakeError {
 
 /// Opens the session with the agent on `stream`: `hello`, then `welcome`.
 pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> Result<Welcome, HandshakeError> {
-    let hello = Hello {
-        min_version: MIN_PROTOCOL_VERSION,
-        max_version: PROTOCOL_VERSION,
-        client: SHIM_CLIENT_NAME.to_owned(),
-    };
+    let hello =
+        Hello { min_version: MIN_PROTOCOL_VERSION, max_version: PROTOCOL_VERSION, client: SHIM_CLIENT_NAME.to_owned() };
     write_frame(stream, CONTROL_STREAM, &Message::Hello(hello)).await?;
     match read_frame(stream).await? {
         Some((_, Message::Welcome(welcome))) => Ok(welcome),
@@ -378,7 +375,9 @@ mod tests {
         assert_eq!(greet(&hello, &welcome(1)), Message::Welcome(welcome(1)));
         let old = Hello { min_version: 1, max_version: 1, client: "c".into() };
         let err = greet(&old, &welcome(2));
-        assert!(matches!(err, Message::Error(e) if e.code == ErrorCode::UnsupportedVersion && e.message.contains("version 2")));
+        assert!(
+            matches!(err, Message::Error(e) if e.code == ErrorCode::UnsupportedVersion && e.message.contains("version 2"))
+        );
     }
 }
 

@@ -1,0 +1,101 @@
+//! What a sandbox is made of, as the user asked for it at `create`: stored as JSON in the
+//! sandbox's record (and in `spec.json` beside it), and turned into a [`BootRequest`] each time it
+//! starts, so a kernel or QEMU upgrade between starts is picked up.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nestbox_backend::BackendKind;
+use serde::{Deserialize, Serialize};
+
+use crate::BootRequest;
+use crate::accel::AccelChoice;
+
+/// A sandbox's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxConfig {
+    /// Which hypervisor runs it.
+    pub hypervisor: BackendKind,
+    /// Its binary, when given explicitly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor_binary: Option<PathBuf>,
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Guest memory, MiB.
+    pub memory_mib: u32,
+    /// The kernel, when given explicitly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<PathBuf>,
+    /// Extra kernel command-line words.
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
+    /// The accelerator choice (QEMU).
+    pub accel: AccelChoice,
+    /// How long a start may take, in milliseconds.
+    pub boot_timeout_ms: u64,
+    /// Environment every exec starts with (an exec's own `--env` comes after).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+}
+
+/// The kernel argument that gives the guest a shell on its serial console (`nestbox console`).
+pub const CONSOLE_SHELL_ARG: &str = "nestbox.console=shell";
+
+impl SandboxConfig {
+    /// The boot request for one start.
+    pub fn boot_request(&self) -> BootRequest {
+        let mut kernel_args = vec![CONSOLE_SHELL_ARG.to_owned()];
+        kernel_args.extend(self.kernel_args.iter().cloned());
+        BootRequest {
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            kernel: self.kernel.clone(),
+            kernel_args,
+            boot_timeout: self.boot_timeout(),
+            accel: self.accel,
+            hypervisor: self.hypervisor,
+            hypervisor_binary: self.hypervisor_binary.clone(),
+        }
+    }
+
+    /// How long a start may take.
+    pub fn boot_timeout(&self) -> Duration {
+        Duration::from_millis(self.boot_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> SandboxConfig {
+        SandboxConfig {
+            hypervisor: BackendKind::Qemu,
+            hypervisor_binary: None,
+            vcpus: 2,
+            memory_mib: 256,
+            kernel: Some("/boot/vmlinuz".into()),
+            kernel_args: vec!["quiet".into()],
+            accel: AccelChoice::Tcg,
+            boot_timeout_ms: 30_000,
+            env: vec![("A".into(), "1".into())],
+        }
+    }
+
+    #[test]
+    fn test_config_round_trips_through_json() {
+        let c = config();
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["hypervisor"], "qemu");
+        assert_eq!(json["accel"], "tcg");
+        assert_eq!(serde_json::from_value::<SandboxConfig>(json).unwrap(), c);
+    }
+
+    #[test]
+    fn test_boot_request_adds_the_console_shell_before_user_arguments() {
+        let req = config().boot_request();
+        assert_eq!(req.kernel_args, vec![CONSOLE_SHELL_ARG.to_owned(), "quiet".into()]);
+        assert_eq!(req.boot_timeout, Duration::from_secs(30));
+        assert_eq!((req.vcpus, req.memory_mib), (2, 256));
+    }
+}
