@@ -23,13 +23,57 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 #[deny(missing_docs)]
 pub enum Command {
-    /// Boot a fresh microVM, run CMD in it, and remove the VM.
+    /// Boot a fresh microVM, run CMD in it, and remove the VM (`-d`: keep it, print its ID).
     Run(RunArgs),
+    /// Create a sandbox (nothing runs yet) and print its ID.
+    Create(CreateArgs),
+    /// Start created or stopped sandboxes.
+    Start(SandboxesArgs),
+    /// Run a command in a running sandbox.
+    #[command(after_help = SANDBOX_EXIT_CODES)]
+    Exec(ExecArgs),
+    /// Attach to a sandbox's serial console (detach with Ctrl-]).
+    Console(SandboxArg),
+    /// Print a sandbox's console log.
+    Logs(LogsArgs),
+    /// Pause sandboxes' vCPUs.
+    Pause(SandboxesArgs),
+    /// Resume paused sandboxes.
+    Resume(SandboxesArgs),
+    /// Stop sandboxes: the guest powers off, or is killed after --timeout.
+    Stop(StopArgs),
+    /// Kill sandboxes' VMs at once.
+    Kill(SandboxesArgs),
+    /// Remove sandboxes (-f: stop running ones first).
+    Rm(RmArgs),
+    /// List sandboxes (running ones; -a: all).
+    #[command(visible_alias = "ls")]
+    Ps(PsArgs),
+    /// Show everything about one sandbox.
+    Inspect(InspectArgs),
+    /// Remove what no sandbox owns: abandoned records, directories, sockets, processes.
+    Gc(GcArgs),
     /// Show what nestbox would use on this host: kernel, QEMU, accelerator, state root.
     Info(InfoArgs),
     /// Check each backend: binary, version, whether it can run VMs here and why not.
     Doctor(DoctorArgs),
+    /// The per-sandbox supervisor (started by `start`; not for direct use).
+    #[command(hide = true)]
+    Shim(ShimArgs),
 }
+
+/// Exit codes of commands that name a sandbox, shown in their `--help`.
+pub const SANDBOX_EXIT_CODES: &str = "\
+Exit codes:
+  the command's   exec: the command ran and exited (128+N: killed by signal N; 124: --timeout)
+  2               bad flags or values
+  118             the sandbox is not in a state that allows this (e.g. exec on a stopped one)
+  119             the name is already taken
+  120             the ID prefix is ambiguous (the candidates are listed)
+  121             no such sandbox
+  122             malformed sandbox name or ID
+  123             another operation held the sandbox too long
+  125             nestbox itself failed";
 
 /// Output format for commands a person may script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -41,25 +85,19 @@ pub enum Format {
     Json,
 }
 
-/// `nestbox run`.
-#[derive(Debug, Args)]
+/// The VM a sandbox gets: shared by `run` and `create`.
+#[derive(Debug, Clone, Args)]
 #[deny(missing_docs)]
-pub struct RunArgs {
+pub struct VmArgs {
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = nestbox_model::defaults::DEFAULT_VCPUS, value_parser = parse_vcpus)]
     pub cpus: u8,
     /// Guest memory: 512M, 1G, 2048 (MiB when no unit).
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_memory)]
     pub memory: u32,
-    /// Set an environment variable for CMD (repeatable).
+    /// Set an environment variable for commands (repeatable).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<EnvVar>,
-    /// Working directory of CMD in the guest.
-    #[arg(long, short = 'w', value_name = "DIR")]
-    pub workdir: Option<String>,
-    /// Kill CMD after this long (30s, 500ms, 2m); exit code 124.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
     /// How long the guest may take to boot.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub boot_timeout: Duration,
@@ -80,9 +118,203 @@ pub struct RunArgs {
     /// $NESTBOX_CLOUD_HYPERVISOR, else PATH).
     #[arg(long, value_name = "PATH")]
     pub hypervisor_bin: Option<PathBuf>,
+}
+
+/// `nestbox run`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct RunArgs {
+    /// The VM.
+    #[command(flatten)]
+    pub vm: VmArgs,
+    /// Keep the sandbox running after CMD is started, and print its ID (CMD runs in the
+    /// background; without CMD the sandbox just runs).
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// Name the sandbox (it is listed by `ps` while it runs, and removed after, unless -d).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Label the sandbox (repeatable; with -d or --name).
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Working directory of CMD in the guest.
+    #[arg(long, short = 'w', value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Kill CMD after this long (30s, 500ms, 2m); exit code 124.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// The command and its arguments.
+    #[arg(required_unless_present = "detach", trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `nestbox create`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = SANDBOX_EXIT_CODES)]
+pub struct CreateArgs {
+    /// The VM.
+    #[command(flatten)]
+    pub vm: VmArgs,
+    /// The sandbox's name: letters, digits, '_', '.', '-' (one is made up when absent).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Label the sandbox (repeatable).
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// A command on one or more sandboxes.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = SANDBOX_EXIT_CODES)]
+pub struct SandboxesArgs {
+    /// Sandbox IDs, names or unambiguous ID prefixes.
+    #[arg(required = true, value_name = "SB")]
+    pub sandboxes: Vec<String>,
+}
+
+/// A command on one sandbox.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = SANDBOX_EXIT_CODES)]
+pub struct SandboxArg {
+    /// Sandbox ID, name or unambiguous ID prefix.
+    #[arg(value_name = "SB")]
+    pub sandbox: String,
+}
+
+/// `nestbox stop`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = SANDBOX_EXIT_CODES)]
+pub struct StopArgs {
+    /// How long the guest gets to power off before it is killed.
+    #[arg(long, short = 't', value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Sandbox IDs, names or unambiguous ID prefixes.
+    #[arg(required = true, value_name = "SB")]
+    pub sandboxes: Vec<String>,
+}
+
+/// `nestbox rm`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = SANDBOX_EXIT_CODES)]
+pub struct RmArgs {
+    /// Kill running sandboxes first.
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    /// Sandbox IDs, names or unambiguous ID prefixes.
+    #[arg(required = true, value_name = "SB")]
+    pub sandboxes: Vec<String>,
+}
+
+/// `nestbox exec`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct ExecArgs {
+    /// Keep stdin open and forward it to the command.
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    /// Give the command a terminal (raw mode here, window size forwarded).
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// Set an environment variable (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<EnvVar>,
+    /// Working directory in the guest.
+    #[arg(long, short = 'w', value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Run as this user: uid, uid:gid, name or name:group.
+    #[arg(long, short = 'u', value_name = "USER")]
+    pub user: Option<String>,
+    /// Kill the command after this long; exit code 124.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Sandbox ID, name or unambiguous ID prefix.
+    #[arg(value_name = "SB")]
+    pub sandbox: String,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// `nestbox logs`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = SANDBOX_EXIT_CODES)]
+pub struct LogsArgs {
+    /// Keep printing what the console writes.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub tail: Option<usize>,
+    /// Sandbox ID, name or unambiguous ID prefix.
+    #[arg(value_name = "SB")]
+    pub sandbox: String,
+}
+
+/// `nestbox ps`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct PsArgs {
+    /// All sandboxes, not only running ones.
+    #[arg(long, short = 'a')]
+    pub all: bool,
+    /// Only sandboxes with this label (`label=KEY=VALUE`; repeatable, all must match).
+    #[arg(long, value_name = "label=KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Only print IDs.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `nestbox inspect`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = SANDBOX_EXIT_CODES)]
+pub struct InspectArgs {
+    /// Output format (JSON by default, as docker does).
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: Format,
+    /// Sandbox ID, name or unambiguous ID prefix.
+    #[arg(value_name = "SB")]
+    pub sandbox: String,
+}
+
+/// `nestbox gc`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct GcArgs {
+    /// Only list what would be removed, and why.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long a sandbox may stay half-created before it counts as abandoned.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `nestbox shim`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct ShimArgs {
+    /// The state root.
+    #[arg(long, value_name = "DIR")]
+    pub home: PathBuf,
+    /// The sandbox.
+    #[arg(long, value_name = "ID")]
+    pub id: String,
 }
 
 /// `nestbox info`.
@@ -157,7 +389,7 @@ mod tests {
     fn test_run_takes_everything_after_double_dash() {
         let cli = Cli::try_parse_from(["nestbox", "run", "--cpus", "2", "--", "sh", "-c", "echo --cpus"]).unwrap();
         let Command::Run(args) = cli.command else { panic!("not run") };
-        assert_eq!(args.cpus, 2);
+        assert_eq!(args.vm.cpus, 2);
         assert_eq!(args.command, ["sh", "-c", "echo --cpus"]);
     }
 
@@ -170,5 +402,25 @@ mod tests {
             let text = err.render().to_string();
             assert!(text.lines().next().unwrap().contains(flag), "{flag}: {text}");
         }
+        let err = Cli::try_parse_from(["nestbox", "stop", "--timeout", "soon", "sb"]).unwrap_err();
+        assert!(err.render().to_string().lines().next().unwrap().contains("--timeout"));
+    }
+
+    #[test]
+    fn test_exec_takes_the_sandbox_then_the_command() {
+        let cli = Cli::try_parse_from(["nestbox", "exec", "-it", "-u", "1000", "web", "sh", "-c", "id -u"]).unwrap();
+        let Command::Exec(args) = cli.command else { panic!("not exec") };
+        assert!(args.interactive && args.tty);
+        assert_eq!((args.sandbox.as_str(), args.user.as_deref()), ("web", Some("1000")));
+        assert_eq!(args.command, ["sh", "-c", "id -u"]);
+    }
+
+    #[test]
+    fn test_run_detached_needs_no_command_and_ls_is_ps() {
+        let cli = Cli::try_parse_from(["nestbox", "run", "-d", "--name", "web"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert!(args.detach && args.command.is_empty());
+        assert!(Cli::try_parse_from(["nestbox", "run"]).is_err(), "run without -d needs a command");
+        assert!(matches!(Cli::try_parse_from(["nestbox", "ls", "-a"]).unwrap().command, Command::Ps(p) if p.all));
     }
 }

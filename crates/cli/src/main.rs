@@ -4,10 +4,13 @@
 //! `nestbox-engine`.
 
 mod cli;
+mod console;
 mod doctor;
+mod exec;
 mod exit;
 mod info;
 mod run;
+mod sandbox;
 
 use clap::Parser;
 
@@ -16,7 +19,7 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => exit::usage_error(e),
     };
-    init_tracing();
+    init_tracing(if matches!(cli.command, cli::Command::Shim(_)) { "info" } else { "warn" });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => exit::fail(&anyhow::anyhow!(e).context("cannot start the async runtime")),
@@ -24,6 +27,20 @@ fn main() {
     let code = runtime.block_on(async {
         match cli.command {
             cli::Command::Run(args) => run::run(args).await,
+            cli::Command::Create(args) => sandbox::create(args).await,
+            cli::Command::Start(args) => sandbox::start(args).await,
+            cli::Command::Exec(args) => exec::exec(args).await,
+            cli::Command::Console(args) => console::console(args).await,
+            cli::Command::Logs(args) => console::logs(args).await,
+            cli::Command::Pause(args) => sandbox::pause(args).await,
+            cli::Command::Resume(args) => sandbox::resume(args).await,
+            cli::Command::Stop(args) => sandbox::stop(args).await,
+            cli::Command::Kill(args) => sandbox::kill(args).await,
+            cli::Command::Rm(args) => sandbox::rm(args).await,
+            cli::Command::Ps(args) => sandbox::ps(args).await,
+            cli::Command::Inspect(args) => sandbox::inspect(args).await,
+            cli::Command::Gc(args) => sandbox::gc(args).await,
+            cli::Command::Shim(args) => sandbox::shim(args).await,
             cli::Command::Info(args) => info::info(args).await,
             cli::Command::Doctor(args) => doctor::doctor(args).await,
         }
@@ -34,8 +51,8 @@ fn main() {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NESTBOX_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

@@ -9,6 +9,9 @@ use crate::cli::RunArgs;
 
 /// Runs the command and returns the exit code to leave with.
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    if args.detach || args.name.is_some() || !args.labels.is_empty() {
+        return crate::sandbox::run_persistent(args).await;
+    }
     let signals = watch_signals()?;
     let cancelled = |mut rx: watch::Receiver<i32>| async move {
         let _ = rx.wait_for(|sig| *sig != 0).await;
@@ -21,16 +24,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let req = RunRequest {
         boot: BootRequest {
-            vcpus: args.cpus,
-            memory_mib: args.memory,
-            kernel: args.kernel,
-            kernel_args: args.kernel_args,
-            boot_timeout: args.boot_timeout,
-            accel: args.accel,
-            hypervisor: args.hypervisor,
-            hypervisor_binary: args.hypervisor_bin,
+            vcpus: args.vm.cpus,
+            memory_mib: args.vm.memory,
+            kernel: args.vm.kernel,
+            kernel_args: args.vm.kernel_args,
+            boot_timeout: args.vm.boot_timeout,
+            accel: args.vm.accel,
+            hypervisor: args.vm.hypervisor,
+            hypervisor_binary: args.vm.hypervisor_bin,
         },
-        env: args.env.into_iter().map(|e| (e.key, e.value)).collect(),
+        env: args.vm.env.into_iter().map(|e| (e.key, e.value)).collect(),
         workdir: args.workdir,
         timeout: args.timeout,
         argv: args.command,
@@ -61,7 +64,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
 }
 
 /// A channel that turns from 0 to the signal number on the first SIGINT or SIGTERM.
-fn watch_signals() -> anyhow::Result<watch::Receiver<i32>> {
+pub fn watch_signals() -> anyhow::Result<watch::Receiver<i32>> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let (tx, rx) = watch::channel(0);
