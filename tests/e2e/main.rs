@@ -12,4 +12,6 @@ mod failures;
 mod hypervisors;
 mod lifecycle;
 mod run;
+mod sandbox_faults;
+mod sandboxes;
 mod stress;

@@ -1,0 +1,1 @@
+//! Persistent sandboxes, end to end: the whole life of one under QEMU.
