@@ -1,7 +1,7 @@
 # nestbox: the two commands a new user needs, and a few more.
 #   make demo   install what is missing, build, and run `nestbox run -- uname -a` in a microVM
 #   make test   install what is missing, build, and run the whole test suite
-#   make bench  boot overhead: `nestbox run -- true` against a raw QEMU boot
+#   make bench  boot overhead against a raw QEMU boot; sandbox cycles, leaks, exec latency
 
 CARGO ?= cargo
 
@@ -22,6 +22,7 @@ test: deps
 
 bench: deps
 	$(CARGO) bench --locked -p nestbox-cli --bench boot
+	$(CARGO) bench --locked -p nestbox-cli --bench sandbox
 
 fmt:
 	$(CARGO) fmt --all
