@@ -115,7 +115,13 @@ mod tests {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let found = processes_mentioning(&marker);
+        // Until the child has exec'd, its command line is ours: look again for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut found = processes_mentioning(&marker);
+        while !found.iter().any(|(p, _)| p.pid == child.id()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            found = processes_mentioning(&marker);
+        }
         let pgid = i32::try_from(child.id()).unwrap();
         // SAFETY: kill has no memory effects; the group is the child's own.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
