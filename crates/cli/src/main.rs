@@ -13,6 +13,7 @@ mod run;
 mod sandbox;
 
 use clap::Parser;
+use sandbox::Action;
 
 fn main() {
     let cli = match cli::Cli::try_parse() {
@@ -28,15 +29,15 @@ fn main() {
         match cli.command {
             cli::Command::Run(args) => run::run(args).await,
             cli::Command::Create(args) => sandbox::create(args).await,
-            cli::Command::Start(args) => sandbox::start(args).await,
+            cli::Command::Start(args) => sandbox::act(args.sandboxes, Action::Start).await,
             cli::Command::Exec(args) => exec::exec(args).await,
             cli::Command::Console(args) => console::console(args).await,
             cli::Command::Logs(args) => console::logs(args).await,
-            cli::Command::Pause(args) => sandbox::pause(args).await,
-            cli::Command::Resume(args) => sandbox::resume(args).await,
-            cli::Command::Stop(args) => sandbox::stop(args).await,
-            cli::Command::Kill(args) => sandbox::kill(args).await,
-            cli::Command::Rm(args) => sandbox::rm(args).await,
+            cli::Command::Pause(args) => sandbox::act(args.sandboxes, Action::Pause).await,
+            cli::Command::Resume(args) => sandbox::act(args.sandboxes, Action::Resume).await,
+            cli::Command::Stop(args) => sandbox::act(args.sandboxes, Action::Stop(args.timeout)).await,
+            cli::Command::Kill(args) => sandbox::act(args.sandboxes, Action::Kill).await,
+            cli::Command::Rm(args) => sandbox::act(args.sandboxes, Action::Remove { force: args.force }).await,
             cli::Command::Ps(args) => sandbox::ps(args).await,
             cli::Command::Inspect(args) => sandbox::inspect(args).await,
             cli::Command::Gc(args) => sandbox::gc(args).await,

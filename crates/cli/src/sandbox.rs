@@ -8,9 +8,7 @@ use nestbox_engine::sandbox::{SandboxConfig, gc, shim};
 use nestbox_engine::{CreateRequest, Home, SandboxInfo, Sandboxes};
 use nestbox_store::{ListFilter, ListScope};
 
-use crate::cli::{
-    CreateArgs, Format, GcArgs, InspectArgs, PsArgs, RmArgs, RunArgs, SandboxesArgs, ShimArgs, StopArgs, VmArgs,
-};
+use crate::cli::{CreateArgs, Format, GcArgs, InspectArgs, PsArgs, RunArgs, ShimArgs, VmArgs};
 use crate::exit;
 
 /// `println!` that ignores a closed stdout (`nestbox ps | head`).
@@ -122,64 +120,41 @@ async fn progress_while<T>(what: String, fut: impl std::future::Future<Output = 
     out
 }
 
-/// `nestbox start`.
-pub async fn start(args: SandboxesArgs) -> anyhow::Result<i32> {
-    let mgr = manager()?;
-    each(&args.sandboxes, |sb| {
-        let mgr = mgr.clone();
-        async move { progress_while(format!("starting {sb}"), mgr.start(&sb)).await.map(|_| ()) }
-    })
-    .await
+/// What `act` does to each sandbox.
+#[derive(Debug, Clone, Copy)]
+pub enum Action {
+    /// `nestbox start`.
+    Start,
+    /// `nestbox stop`, with the grace period.
+    Stop(std::time::Duration),
+    /// `nestbox kill`.
+    Kill,
+    /// `nestbox pause`.
+    Pause,
+    /// `nestbox resume`.
+    Resume,
+    /// `nestbox rm`, `-f` or not.
+    Remove {
+        /// Kill a running one first.
+        force: bool,
+    },
 }
 
-/// `nestbox stop`.
-pub async fn stop(args: StopArgs) -> anyhow::Result<i32> {
+/// `nestbox start|stop|kill|pause|resume|rm SB…`.
+pub async fn act(sandboxes: Vec<String>, action: Action) -> anyhow::Result<i32> {
     let mgr = manager()?;
-    let timeout = args.timeout;
-    each(&args.sandboxes, |sb| {
+    each(&sandboxes, |sb| {
         let mgr = mgr.clone();
-        async move { mgr.stop(&sb, timeout).await.map(|_| ()) }
-    })
-    .await
-}
-
-/// `nestbox kill`.
-pub async fn kill(args: SandboxesArgs) -> anyhow::Result<i32> {
-    let mgr = manager()?;
-    each(&args.sandboxes, |sb| {
-        let mgr = mgr.clone();
-        async move { mgr.kill(&sb).await.map(|_| ()) }
-    })
-    .await
-}
-
-/// `nestbox pause`.
-pub async fn pause(args: SandboxesArgs) -> anyhow::Result<i32> {
-    let mgr = manager()?;
-    each(&args.sandboxes, |sb| {
-        let mgr = mgr.clone();
-        async move { mgr.pause(&sb).await.map(|_| ()) }
-    })
-    .await
-}
-
-/// `nestbox resume`.
-pub async fn resume(args: SandboxesArgs) -> anyhow::Result<i32> {
-    let mgr = manager()?;
-    each(&args.sandboxes, |sb| {
-        let mgr = mgr.clone();
-        async move { mgr.resume(&sb).await.map(|_| ()) }
-    })
-    .await
-}
-
-/// `nestbox rm`.
-pub async fn rm(args: RmArgs) -> anyhow::Result<i32> {
-    let mgr = manager()?;
-    let force = args.force;
-    each(&args.sandboxes, |sb| {
-        let mgr = mgr.clone();
-        async move { mgr.remove(&sb, force).await.map(|_| ()) }
+        async move {
+            match action {
+                Action::Start => progress_while(format!("starting {sb}"), mgr.start(&sb)).await.map(drop),
+                Action::Stop(grace) => mgr.stop(&sb, grace).await.map(drop),
+                Action::Kill => mgr.kill(&sb).await.map(drop),
+                Action::Pause => mgr.pause(&sb).await.map(drop),
+                Action::Resume => mgr.resume(&sb).await.map(drop),
+                Action::Remove { force } => mgr.remove(&sb, force).await.map(drop),
+            }
+        }
     })
     .await
 }
