@@ -63,3 +63,46 @@ fn test_missing_hypervisor_binary_is_named() {
     assert!(stderr(&out).contains("firecracker not found"), "{}", stderr(&out));
     home.assert_clean();
 }
+
+/// A persistent sandbox's life through a driver: the shim owns the stand-in hypervisor and
+/// shares the agent behind its vsock socket.
+fn sandbox_through(fake: &str, hypervisor: &str) {
+    if let Err(e) = nestbox_kernel::resolve(None, &crate::common::shared_cache()) {
+        eprintln!("skipped: no guest kernel: {e}");
+        return;
+    }
+    let home = Home::new();
+    let tools = tempfile::tempdir().unwrap();
+    let agent = agent_on_host(tools.path());
+    let binary = nestbox_testkit::fake_binary(fake);
+    let nestbox = |args: &[&str]| {
+        let out = home.nestbox(args).env(nestbox_testkit::guest::FAKE_AGENT_ENV, &agent).output().unwrap();
+        assert!(out.status.success(), "nestbox {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let bin = binary.to_str().unwrap();
+    let id = nestbox(&["create", "--name", "fc", "--hypervisor", hypervisor, "--hypervisor-bin", bin]).trim().to_owned();
+    nestbox(&["start", "fc"]);
+    assert_eq!(nestbox(&["exec", "fc", "--", "echo", "through the shim"]), "through the shim\n");
+    nestbox(&["pause", "fc"]);
+    let info: serde_json::Value = serde_json::from_str(&nestbox(&["inspect", "fc"])).unwrap();
+    assert_eq!(info["state"], "paused");
+    nestbox(&["resume", "fc"]);
+    assert_eq!(nestbox(&["exec", "fc", "--", "echo", "again"]), "again\n");
+    // The stand-in does not power off with its guest: the stop kills it after the grace period.
+    nestbox(&["stop", "-t", "1s", "fc"]);
+    let info: serde_json::Value = serde_json::from_str(&nestbox(&["inspect", &id])).unwrap();
+    assert_eq!(info["state"], "stopped", "{info}");
+    nestbox(&["rm", "fc"]);
+    home.assert_clean();
+}
+
+#[test]
+fn test_sandbox_through_firecracker_driver() {
+    sandbox_through("fake-firecracker", "firecracker");
+}
+
+#[test]
+fn test_sandbox_through_cloud_hypervisor_driver() {
+    sandbox_through("fake-cloud-hypervisor", "cloud-hypervisor");
+}

@@ -103,8 +103,11 @@ pub async fn run(home: Home, id: &str) -> Result<(), EngineError> {
     let report = tokio::select! {
         report = vm.wait() => report,
         _ = mux.ended() => {
-            // The agent's connection ended: a guest that lost its init is going down, or hung.
-            match tokio::time::timeout(AGENT_LOSS_GRACE, vm.wait()).await {
+            // The agent's connection ended. During a stop that is the guest powering off, and
+            // the stop kills the VM after its grace period; otherwise a guest that lost its
+            // init is going down, or hung.
+            let grace = if handler.ending().is_some() { Duration::MAX } else { AGENT_LOSS_GRACE };
+            match tokio::time::timeout(grace, vm.wait()).await {
                 Ok(report) => report,
                 Err(_) => {
                     vm.kill();
@@ -122,8 +125,7 @@ pub async fn run(home: Home, id: &str) -> Result<(), EngineError> {
             handler.power_off(super::DEFAULT_STOP_TIMEOUT).await
         }
     };
-    let ending = *handler.ending.lock().unwrap_or_else(PoisonError::into_inner);
-    let exit = ending_record(ending, &report, vm.crash_reason());
+    let exit = ending_record(handler.ending(), &report, vm.crash_reason());
     tracing::info!(%report, state = %exit.state, "VM ended");
     if exit.state == "crashed" {
         for line in vm.console_tail(CONSOLE_TAIL_LINES) {
@@ -264,6 +266,10 @@ struct ShimHandler {
 }
 
 impl ShimHandler {
+    fn ending(&self) -> Option<Ending> {
+        *self.ending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn set_ending(&self, ending: Ending) {
         let mut slot = self.ending.lock().unwrap_or_else(PoisonError::into_inner);
         // A kill overrides a stop in progress, not the other way round.
