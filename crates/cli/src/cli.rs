@@ -298,7 +298,7 @@ pub struct GcArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// How long a sandbox may stay half-created before it counts as abandoned.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_grace)]
     pub grace: Duration,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
@@ -361,6 +361,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     nestbox_model::parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// A grace period, which unlike a timeout may be zero (`gc --grace 0s`: no grace at all).
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    match nestbox_model::parse_duration(s) {
+        Err(nestbox_model::ParseError::Zero { .. }) => Ok(Duration::ZERO),
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
 fn parse_accel(s: &str) -> Result<AccelChoice, String> {
     s.parse()
 }
@@ -404,6 +412,15 @@ mod tests {
         }
         let err = Cli::try_parse_from(["nestbox", "stop", "--timeout", "soon", "sb"]).unwrap_err();
         assert!(err.render().to_string().lines().next().unwrap().contains("--timeout"));
+    }
+
+    #[test]
+    fn test_gc_grace_may_be_zero() {
+        let Command::Gc(args) = Cli::try_parse_from(["nestbox", "gc", "--grace", "0s"]).unwrap().command else {
+            panic!("not gc")
+        };
+        assert_eq!(args.grace, Duration::ZERO);
+        assert!(Cli::try_parse_from(["nestbox", "gc", "--grace", "soon"]).is_err());
     }
 
     #[test]
