@@ -8,6 +8,7 @@
 //! without touching anything.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,6 +35,14 @@ pub struct Removal {
 /// Collects garbage; returns what was (or would be) removed.
 pub fn collect(sandboxes: &Sandboxes, dry_run: bool, grace: Duration) -> Result<Vec<Removal>, EngineError> {
     let mut store = sandboxes.store()?;
+    // A create killed before it took its first lock leaves no locks directory, and a lock cannot
+    // be tried without one: make it, so such a record is seen as the unlocked orphan it is.
+    let locks = sandboxes.home().locks();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&locks)
+        .map_err(EngineError::io(format!("cannot create {}", locks.display())))?;
     let mut removed = Vec::new();
     let mut known: BTreeMap<String, SandboxState> = BTreeMap::new();
     let now_ms = std::time::SystemTime::now()
@@ -44,7 +53,7 @@ pub fn collect(sandboxes: &Sandboxes, dry_run: bool, grace: Duration) -> Result<
         let record = reconcile::one(sandboxes, &mut store, record)?;
         let abandoned = record.state == SandboxState::Creating
             && now_ms.saturating_sub(record.updated_at_ms) >= grace_ms
-            && SandboxLock::acquire(&sandboxes.home().locks(), &record.id, Duration::ZERO).is_ok();
+            && SandboxLock::acquire(&locks, &record.id, Duration::ZERO).is_ok();
         if abandoned {
             let dir = sandboxes.dir(&record.id);
             if dir.exists() {
