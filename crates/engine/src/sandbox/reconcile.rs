@@ -3,7 +3,8 @@
 //! A record in an active state (`starting`, `running`, `paused`, `stopping`) claims a live shim.
 //! When that shim is gone, the sandbox ended: as the shim wrote in `exit.json` if it had the
 //! chance, or as crashed (`the shim (pid N) died`) if it had not. A `starting` record without a
-//! shim is an interrupted start once nobody holds the sandbox's lock. Every command runs this on
+//! shim is an interrupted start once nobody holds the sandbox's lock and no shim process of it
+//! runs (one spawned just before its CLI died records itself). Every command runs this on
 //! the records it reads.
 
 use std::path::Path;
@@ -71,6 +72,11 @@ pub fn one(sandboxes: &Sandboxes, store: &mut Store, record: Sandbox) -> Result<
             if again.shim.is_some() || again.state != record.state {
                 return one(sandboxes, store, again);
             }
+            // Its start died between spawning the shim and recording it; the shim records itself as
+            // it comes up, so while it lives the start is still going on.
+            if shim_process_alive(sandboxes, &record.id) {
+                return Ok(again);
+            }
             (SandboxState::Crashed { reason: "its start was interrupted before the shim ran".into() }, None)
         }
     };
@@ -87,6 +93,15 @@ pub fn one(sandboxes: &Sandboxes, store: &mut Store, record: Sandbox) -> Result<
         Err(SandboxError::StateConflict { .. }) => Ok(store.get(&record.id)?),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether a `nestbox shim --home H --id ID` process of this sandbox lives.
+fn shim_process_alive(sandboxes: &Sandboxes, id: &nestbox_store::SandboxId) -> bool {
+    let home = sandboxes.home().root().display().to_string();
+    let follows = |argv: &[String], flag: &str, value: &str| argv.windows(2).any(|w| w[0] == flag && w[1] == value);
+    proc::processes_mentioning(&home).iter().any(|(_, argv)| {
+        argv.get(1).is_some_and(|a| a == "shim") && follows(argv, "--home", &home) && follows(argv, "--id", id.as_str())
+    })
 }
 
 #[cfg(test)]
