@@ -182,7 +182,7 @@ async fn read_upstream<R: AsyncRead + Unpin>(mut rd: R, shared: Arc<Shared>, end
             tracing::debug!(msg = msg.name(), "agent control message");
             continue;
         }
-        let target = {
+        let (target, ended) = {
             let mut table = shared.table();
             let Some(route) = table.routes.get_mut(&stream) else {
                 continue;
@@ -197,16 +197,21 @@ async fn read_upstream<R: AsyncRead + Unpin>(mut rd: R, shared: Arc<Shared>, end
                 _ => false,
             };
             let route = *route;
-            if ends {
-                table.routes.remove(&stream);
-                if let Some(client) = table.clients.get_mut(&route.client) {
-                    client.streams.remove(&route.stream);
-                }
-            }
-            table.clients.get(&route.client).map(|c| (c.tx.clone(), route.stream))
+            (table.clients.get(&route.client).map(|c| (c.tx.clone(), route.stream)), ends.then_some(route))
         };
         if let Some((tx, client_stream)) = target {
             let _ = tx.send((client_stream, msg)).await;
+        }
+        // The route goes only once the last message is queued for the client: a client frame for
+        // the stream that comes later (a stdin close racing the exit) is then answered with
+        // "unknown stream" behind the exit, never ahead of it. One that comes meanwhile still
+        // goes to the agent, and its answer is dropped above, the route being gone by then.
+        if let Some(route) = ended {
+            let mut table = shared.table();
+            table.routes.remove(&stream);
+            if let Some(client) = table.clients.get_mut(&route.client) {
+                client.streams.remove(&route.stream);
+            }
         }
     }
     let mut table = shared.table();
@@ -447,6 +452,29 @@ mod fake_agent_tests {
         assert_eq!(out_b.stdout, b"from b");
         assert_eq!(mux.clients(), 2);
         assert_eq!(mux.execs(), 0, "finished execs leave no route behind");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn test_a_late_stdin_close_never_overtakes_the_exit() {
+        let (_dir, path, _mux, _) = setup().await;
+        // Each exec ends at once; the stdin close sent right after it may reach the multiplexer
+        // after the route is gone, and the error it earns must not reach the client before the
+        // exit (the client would take the stream as failed and drop the exit).
+        let mut clients = Vec::new();
+        for c in 0..8 {
+            let a = client(&path).await;
+            clients.push(tokio::spawn(async move {
+                for n in 0..300 {
+                    let exec = a.exec(ExecRequest::new(["echo", "x"]).stdin(true)).await.unwrap();
+                    let _ = exec.stdin().close().await;
+                    let out = exec.output().await.unwrap_or_else(|e| panic!("client {c}, exec {n}: {e}"));
+                    assert_eq!(out.stdout, b"x");
+                }
+            }));
+        }
+        for c in clients {
+            c.await.unwrap();
+        }
     }
 
     #[tokio::test]
