@@ -104,6 +104,19 @@ impl Home {
     }
 }
 
+impl Drop for Home {
+    /// A test that failed half-way may leave sandboxes running (their shims outlive the CLI):
+    /// kill whatever still names this home, so one failure does not leave VMs eating the CPU.
+    fn drop(&mut self) {
+        for (pid, _) in processes_mentioning(&self.path().to_string_lossy()) {
+            if let Ok(pid) = i32::try_from(pid) {
+                // SAFETY: kill has no memory effects; the pid was just seen naming this home.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
 /// Pids (and command lines) of live processes whose command line contains `needle`.
 pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
