@@ -1,6 +1,7 @@
 //! Persistent sandboxes, end to end: the whole life of one under QEMU.
 
 use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -199,5 +200,42 @@ fn test_run_with_a_name_is_listed_then_removed_and_keeps_the_exit_code() {
     let out = home.output(["run", "-d", "--", "true"]);
     assert_eq!(out.status.code(), Some(2), "run -d takes no command");
     assert!(ps(&home).is_empty(), "nothing is made for a refused run");
+    home.assert_clean();
+}
+
+#[test]
+fn test_gc_dry_run_lists_then_gc_removes_what_no_sandbox_owns() {
+    require_vm!();
+    let home = Home::new();
+    // A create killed after its directory and spec: the record is stuck in `creating`.
+    let out = home.nestbox(["create", "--name", "half"]).env("NESTBOX_FAULT", "create.spec").output().unwrap();
+    assert_eq!(out.status.signal(), Some(9));
+    // A `nestbox run` killed mid-command leaves its directory (its QEMU dies with it).
+    let mut run = home.nestbox(["run", "--memory", "256M", "--", "sleep", "60"]).spawn().unwrap();
+    let run_dir = home.path().join("run");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(&run_dir).map_or(0, |d| d.count()) == 0 {
+        assert!(Instant::now() < deadline, "the run never made its directory");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    run.kill().unwrap();
+    run.wait().unwrap();
+
+    let dry = ok(&home, &["gc", "--dry-run", "--grace", "0s"]);
+    assert!(dry.contains("would remove record"), "{dry}");
+    assert!(dry.contains("never fully created"), "{dry}");
+    assert!(dry.contains("nestbox run"), "{dry}");
+    assert_eq!(ps(&home).len(), 1, "a dry run removes nothing");
+    assert_eq!(std::fs::read_dir(&run_dir).unwrap().count(), 1);
+
+    // Without a grace of zero, a fresh half-made record is left alone (its creator may live).
+    let kept: Vec<serde_json::Value> = serde_json::from_str(&ok(&home, &["gc", "--format", "json"])).unwrap();
+    assert!(kept.iter().all(|r| r["kind"] != "record"), "{kept:?}");
+    let removed: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&home, &["gc", "--grace", "0s", "--format", "json"])).unwrap();
+    assert!(removed.iter().any(|r| r["kind"] == "record"), "{removed:?}");
+    assert!(ps(&home).is_empty());
+    assert_eq!(ok(&home, &["gc", "--grace", "0s"]).trim(), "nothing to remove");
     home.assert_clean();
 }

@@ -1,7 +1,8 @@
 //! Garbage collection: whatever under `$NESTBOX_HOME` no live sandbox accounts for.
 //!
 //! In order: records stuck in `creating` past the grace period (their creator died; nobody holds
-//! their lock), sandbox directories without a record, lock files without a record, processes
+//! their lock), sandbox directories without a record, lock files without a record, `nestbox run`
+//! directories older than the grace period that no live process names, processes
 //! that mention a sandbox directory whose record is gone or not active (the pid's owner and
 //! start time are checked before the signal), and sockets left in the directories of sandboxes
 //! that are not running. Every record is reconciled first. `dry_run` reports the same list
@@ -89,6 +90,10 @@ pub fn collect(sandboxes: &Sandboxes, dry_run: bool, grace: Duration) -> Result<
                 continue;
             }
             let path = entry.path();
+            // Created after the listing above? Then it has a record now, and is not ours.
+            if SandboxId::parse(id).is_ok_and(|id| store.get(&id).is_ok()) {
+                continue;
+            }
             if kind == "lock" {
                 // A lock someone holds is in use, record or not.
                 let Ok(lock_id) = SandboxId::parse(id) else { continue };
@@ -99,6 +104,27 @@ pub fn collect(sandboxes: &Sandboxes, dry_run: bool, grace: Duration) -> Result<
             removed.push(Removal { kind, target: path.display().to_string(), reason: "no sandbox record".into() });
             if !dry_run {
                 let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            }
+        }
+    }
+
+    // `nestbox run` directories whose run died (kill -9) without removing them: old enough, and
+    // named by no live process (the run's QEMU names its directory).
+    if let Ok(entries) = std::fs::read_dir(sandboxes.home().ephemeral()) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let age = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+            if age.is_none_or(|age| age < grace) || !proc::processes_mentioning(&path.display().to_string()).is_empty()
+            {
+                continue;
+            }
+            removed.push(Removal {
+                kind: "directory",
+                target: path.display().to_string(),
+                reason: "a `nestbox run` that ended without removing it".into(),
+            });
+            if !dry_run {
+                let _ = std::fs::remove_dir_all(&path);
             }
         }
     }
