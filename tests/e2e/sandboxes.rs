@@ -239,3 +239,52 @@ fn test_gc_dry_run_lists_then_gc_removes_what_no_sandbox_owns() {
     assert_eq!(ok(&home, &["gc", "--grace", "0s"]).trim(), "nothing to remove");
     home.assert_clean();
 }
+
+#[test]
+fn test_exec_tty_takes_the_terminal_size_and_follows_resizes() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    require_vm!();
+    let home = Home::new();
+    let id = ok(&home, &["run", "-d", "--memory", "256M"]).trim().to_owned();
+    let size = |rows, cols| nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let pty = nix::pty::openpty(Some(&size(30, 100)), None).unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut cmd = home.nestbox(["exec", "-i", "-t", &id, "--", "sh", "-c", "stty size; read x; stty size"]);
+    cmd.stdin(slave.try_clone().unwrap()).stdout(slave.try_clone().unwrap()).stderr(slave.try_clone().unwrap());
+    // SAFETY: setsid and TIOCSCTTY touch no memory of the parent; the slave is our stdin by now.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = String::new();
+    let mut read_until = |master: &mut std::fs::File, needle: &str| {
+        let mut buf = [0u8; 1024];
+        while !seen.contains(needle) {
+            let n = master.read(&mut buf).unwrap_or(0);
+            assert!(n > 0, "the terminal closed before {needle:?}; it showed {seen:?}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    read_until(&mut master, "30 100");
+    // A resize of our terminal reaches the guest's.
+    let ws = size(40, 120);
+    // SAFETY: TIOCSWINSZ reads one winsize from the struct we own.
+    assert_eq!(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) }, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    // Raw mode here: the carriage return goes to the guest as typed, whose terminal ends the line.
+    master.write_all(b"\r").unwrap();
+    read_until(&mut master, "40 120");
+    assert!(child.wait().unwrap().success());
+    ok(&home, &["rm", "-f", &id]);
+    home.assert_clean();
+}
