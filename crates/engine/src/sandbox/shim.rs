@@ -91,9 +91,11 @@ pub async fn run(home: Home, id: &str) -> Result<(), EngineError> {
         // Someone gave up on this start (a reconcile, an rm): do not run a VM nobody owns.
         tracing::error!("cannot mark the sandbox running: {e}");
         vm.kill();
-        vm.wait().await;
+        let report = vm.wait().await;
         server.abort();
-        remove_sockets(&dir);
+        let reason = Some("stopped while it was starting".to_owned());
+        let exit_code = report.code.or(report.signal.map(|s| 128 + s));
+        finish(&mut store, &id, &dir, ExitRecord { state: "stopped".into(), reason, exit_code });
         return Err(e.into());
     }
     tracing::info!(vm_pid = vm.pid(), "sandbox running");
