@@ -494,6 +494,10 @@ async fn write_task<S: AsyncWrite>(mut io: WriteHalf<S>, mut rx: mpsc::Receiver<
 }
 
 async fn read_task<S: AsyncRead>(mut io: BufReader<ReadHalf<S>>, demux: Arc<Mutex<Demux>>) {
+    // Streams whose process was spawned. An `error` on one refuses a single request (a stdin
+    // close that raced the exit, a write to an exec without stdin); it does not end the exec,
+    // whose `exec.exited` still comes (PROTOCOL.md, rules 2, 6 and 9). It is dropped here.
+    let mut started = std::collections::HashSet::new();
     loop {
         let (stream, msg) = match read_frame(&mut io).await {
             Ok(Some(frame)) => frame,
@@ -509,7 +513,21 @@ async fn read_task<S: AsyncRead>(mut io: BufReader<ReadHalf<S>>, demux: Arc<Mute
             }
             continue;
         }
-        let terminal = matches!(msg, Message::ExecExited(_) | Message::Error(_));
+        let terminal = match &msg {
+            Message::ExecStarted { .. } => {
+                started.insert(stream);
+                false
+            }
+            Message::Error(e) if started.contains(&stream) => {
+                tracing::debug!(stream, code = ?e.code, message = %e.message, "agent refused a request of a running exec");
+                continue;
+            }
+            Message::ExecExited(_) | Message::Error(_) => {
+                started.remove(&stream);
+                true
+            }
+            _ => false,
+        };
         let tx = match lock(&demux).streams.as_ref() {
             Some(streams) => streams.get(&stream).cloned(),
             None => break,

@@ -50,6 +50,32 @@ async fn test_connection_loss_mid_exec_gives_closed() {
 }
 
 #[tokio::test]
+async fn test_an_error_after_the_start_refuses_one_request_not_the_exec() {
+    let (client_io, mut agent) = tokio::io::duplex(64 * 1024);
+    let fake = tokio::spawn(async move {
+        expect(&mut agent).await;
+        write_frame(&mut agent, 0, &welcome()).await.unwrap();
+        let (stream, _) = expect(&mut agent).await;
+        write_frame(&mut agent, stream, &Message::ExecStarted { pid: 8 }).await.unwrap();
+        // The process is reaped, its exit not yet sent, when the client's stdin close arrives.
+        assert!(matches!(expect(&mut agent).await, (s, Message::ExecStdinClose) if s == stream));
+        let err = Message::Error(ErrorMessage { code: ErrorCode::UnknownStream, message: "no running exec".into() });
+        write_frame(&mut agent, stream, &err).await.unwrap();
+        let exited = Message::ExecExited(Exited { code: Some(3), signal: None, timed_out: false });
+        write_frame(&mut agent, stream, &exited).await.unwrap();
+        // Until the client hangs up.
+        while let Ok(Some(_)) = read_frame(&mut agent).await {}
+    });
+    let (client, _) = AgentClient::connect(client_io).await.unwrap();
+    let exec = client.exec(ExecRequest::new(["true"]).stdin(true)).await.unwrap();
+    exec.stdin().close().await.unwrap();
+    let out = tokio::time::timeout(LIMIT, exec.output()).await.unwrap().unwrap();
+    assert_eq!((out.pid, out.status.code), (Some(8), Some(3)));
+    drop(client);
+    fake.await.unwrap();
+}
+
+#[tokio::test]
 async fn test_handshake_refusal_is_agent_error() {
     let (client_io, mut agent) = tokio::io::duplex(4096);
     tokio::spawn(async move {
