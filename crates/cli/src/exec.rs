@@ -78,7 +78,9 @@ pub async fn exec_in(mgr: &Sandboxes, opts: ExecOptions) -> anyhow::Result<i32> 
     drop(_raw);
     let status = status.map_err(|e| match e {
         // The agent connection ended under the command: the sandbox stopped.
-        nestbox_engine::EngineError::Agent(_) => anyhow::anyhow!("sandbox {} stopped while the command ran", sb.id()),
+        nestbox_engine::EngineError::Agent(nestbox_agent_client::ClientError::Closed) => {
+            anyhow::anyhow!("sandbox {} stopped while the command ran", sb.id())
+        }
         e => e.into(),
     })?;
     if status.timed_out {

@@ -398,14 +398,14 @@ pub async fn stream_exec(mut exec: nestbox_agent_client::Exec, io: RunIo) -> Res
         let _ = sink.close().await;
     });
     let result = loop {
-        match exec.next_event().await {
-            Some(ExecEvent::Stdout(data)) => write_out(&mut stdout, &data).await,
-            Some(ExecEvent::Stderr(data)) => write_out(&mut stderr, &data).await,
-            Some(ExecEvent::Exited(status)) => break Ok(status),
-            Some(_) => {}
-            None => {
-                break Err(EngineError::Agent(nestbox_agent_client::ClientError::Closed));
-            }
+        match exec.try_next_event().await {
+            Ok(Some(ExecEvent::Stdout(data))) => write_out(&mut stdout, &data).await,
+            Ok(Some(ExecEvent::Stderr(data))) => write_out(&mut stderr, &data).await,
+            Ok(Some(ExecEvent::Exited(status))) => break Ok(status),
+            Ok(Some(_)) => {}
+            // The agent's own error (a refused exec), or the connection's end, as it is.
+            Ok(None) => break Err(EngineError::Agent(nestbox_agent_client::ClientError::Closed)),
+            Err(e) => break Err(EngineError::Agent(e)),
         }
     };
     pump.abort();
