@@ -81,7 +81,8 @@ fn sandbox_through(fake: &str, hypervisor: &str) {
         stdout(&out)
     };
     let bin = binary.to_str().unwrap();
-    let id = nestbox(&["create", "--name", "fc", "--hypervisor", hypervisor, "--hypervisor-bin", bin]).trim().to_owned();
+    let id =
+        nestbox(&["create", "--name", "fc", "--hypervisor", hypervisor, "--hypervisor-bin", bin]).trim().to_owned();
     nestbox(&["start", "fc"]);
     assert_eq!(nestbox(&["exec", "fc", "--", "echo", "through the shim"]), "through the shim\n");
     nestbox(&["pause", "fc"]);
