@@ -104,11 +104,21 @@ impl Store {
             let path = path.clone();
             move |source| OpenError::Pragma { path, pragma, source }
         };
-        // The busy timeout first, so that switching to WAL waits for other openers too.
         conn.busy_timeout(options.busy_timeout).map_err(pragma("busy_timeout"))?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(pragma("journal_mode"))?;
+        // Switching a fresh database to WAL takes an exclusive lock that SQLite does not wait
+        // for (the busy handler is not called): of several processes opening a new store at
+        // once, all but one get SQLITE_BUSY. Retry that for as long as the busy timeout.
+        let deadline = std::time::Instant::now() + options.busy_timeout;
+        let mode: String = loop {
+            match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                result => break result.map_err(pragma("journal_mode"))?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(OpenError::NotWal { path, mode });
         }
@@ -142,6 +152,29 @@ mod tests {
         assert_eq!(q("PRAGMA foreign_keys"), "Integer(1)");
         assert_eq!(q("PRAGMA busy_timeout"), "Integer(1234)");
         assert_eq!(store.path(), opts.path);
+    }
+
+    #[test]
+    fn test_many_openers_of_a_fresh_store_all_succeed() {
+        // Each opener switches the new file to WAL; SQLite answers all but one with BUSY
+        // without waiting, which `open` must retry.
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.db");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let openers: Vec<_> = (0..8)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Store::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().unwrap();
+            }
+        }
     }
 
     #[test]

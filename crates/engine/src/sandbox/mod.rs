@@ -130,18 +130,7 @@ impl Sandboxes {
             .mode(0o700)
             .create(root)
             .map_err(EngineError::io(format!("cannot create {}", root.display())))?;
-        // Switching a fresh database to WAL needs an exclusive lock that SQLite does not wait
-        // for (its busy handler is not called): of several CLIs opening a new home at once, all
-        // but one get "database is locked". Try again for as long as a busy write would wait.
-        let deadline = Instant::now() + Duration::from_millis(nestbox_store::DEFAULT_BUSY_TIMEOUT_MS);
-        loop {
-            match Store::open(self.home.state_db()) {
-                Err(nestbox_store::OpenError::Pragma { pragma: "journal_mode", .. }) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                opened => return Ok(opened?),
-            }
-        }
+        Ok(Store::open(self.home.state_db())?)
     }
 
     /// The directory of sandbox `id`.
