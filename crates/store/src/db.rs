@@ -158,7 +158,7 @@ mod tests {
     fn test_many_openers_of_a_fresh_store_all_succeed() {
         // Each opener switches the new file to WAL; SQLite answers all but one with BUSY
         // without waiting, which `open` must retry.
-        for _ in 0..5 {
+        for _ in 0..100 {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("state.db");
             let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
