@@ -17,15 +17,20 @@ fn agent_on_host(dir: &std::path::Path) -> PathBuf {
     path
 }
 
-fn run_through(fake: &str, hypervisor: &str) {
+/// A home, the agent to serve behind the stand-in's vsock socket (in a directory that lives as
+/// long as the returned guard) and the stand-in binary; `None` (skipped) without a kernel.
+fn stand_in(fake: &str) -> Option<(Home, tempfile::TempDir, PathBuf, PathBuf)> {
     if let Err(e) = nestbox_kernel::resolve(None, &crate::common::shared_cache()) {
         eprintln!("skipped: no guest kernel: {e}");
-        return;
+        return None;
     }
-    let home = Home::new();
     let tools = tempfile::tempdir().unwrap();
     let agent = agent_on_host(tools.path());
-    let binary = nestbox_testkit::fake_binary(fake);
+    Some((Home::new(), tools, agent, nestbox_testkit::fake_binary(fake)))
+}
+
+fn run_through(fake: &str, hypervisor: &str) {
+    let Some((home, _tools, agent, binary)) = stand_in(fake) else { return };
     let out = home
         .nestbox(["run", "--hypervisor", hypervisor, "--hypervisor-bin"])
         .arg(&binary)
@@ -67,14 +72,7 @@ fn test_missing_hypervisor_binary_is_named() {
 /// A persistent sandbox's life through a driver: the shim owns the stand-in hypervisor and
 /// shares the agent behind its vsock socket.
 fn sandbox_through(fake: &str, hypervisor: &str) {
-    if let Err(e) = nestbox_kernel::resolve(None, &crate::common::shared_cache()) {
-        eprintln!("skipped: no guest kernel: {e}");
-        return;
-    }
-    let home = Home::new();
-    let tools = tempfile::tempdir().unwrap();
-    let agent = agent_on_host(tools.path());
-    let binary = nestbox_testkit::fake_binary(fake);
+    let Some((home, _tools, agent, binary)) = stand_in(fake) else { return };
     let nestbox = |args: &[&str]| {
         let out = home.nestbox(args).env(nestbox_testkit::guest::FAKE_AGENT_ENV, &agent).output().unwrap();
         assert!(out.status.success(), "nestbox {args:?}: {}", stderr(&out));

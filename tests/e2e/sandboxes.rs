@@ -288,3 +288,33 @@ fn test_exec_tty_takes_the_terminal_size_and_follows_resizes() {
     ok(&home, &["rm", "-f", &id]);
     home.assert_clean();
 }
+
+/// Spawns `cmd` with no output pipes, so its orphaned children hold none of ours.
+fn quiet(cmd: &mut std::process::Command) -> std::process::Child {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+}
+
+#[test]
+fn test_gc_kills_processes_of_sandboxes_that_do_not_run() {
+    let home = Home::new();
+    let root = home.path().display().to_string();
+    let ghost = "0123456789ab";
+    // A stray hypervisor naming a sandbox directory, and a stray shim, of a sandbox without a record.
+    let loop_ = "while :; do sleep 1; done";
+    let hypervisor_arg = format!("{root}/sandboxes/{ghost}/api.sock");
+    let mut strays = [
+        quiet(std::process::Command::new("sh").args(["-c", loop_, &hypervisor_arg])),
+        quiet(std::process::Command::new("sh").args(["-c", loop_, "shim", "--home", &root, "--id", ghost])),
+    ];
+    let dry = ok(&home, &["gc", "--dry-run"]);
+    assert!(dry.contains(&format!("would remove process {}", strays[0].id())), "{dry}");
+    assert!(dry.contains(&format!("would remove process {}", strays[1].id())), "{dry}");
+    assert!(dry.contains(&format!("shim of sandbox {ghost}, which is not running")), "{dry}");
+    assert!(strays.iter_mut().all(|c| c.try_wait().unwrap().is_none()), "a dry run signals nothing");
+    let done = ok(&home, &["gc"]);
+    assert!(done.contains("removed process"), "{done}");
+    for child in &mut strays {
+        assert_eq!(child.wait().unwrap().signal(), Some(9));
+    }
+    home.assert_clean();
+}

@@ -129,33 +129,26 @@ pub fn collect(sandboxes: &Sandboxes, dry_run: bool, grace: Duration) -> Result<
         }
     }
 
-    // Processes that mention a sandbox directory whose sandbox is not running.
+    // Processes of sandboxes that are not running: those that name a sandbox directory (the
+    // hypervisor), and shims, whose command line names the home and the id instead.
     let prefix = format!("{}/", sandboxes.home().sandboxes().display());
+    let mut strays = Vec::new();
     for (process, argv) in proc::processes_mentioning(&prefix) {
-        let Some(id) = argv.iter().find_map(|a| sandbox_of(a, &prefix)) else { continue };
+        if let Some(id) = argv.iter().find_map(|a| sandbox_of(a, &prefix)) {
+            strays.push((process, argv, format!("sandbox {id}"), id));
+        }
+    }
+    for (process, argv, id) in proc::shims(&sandboxes.home().root().display().to_string()) {
+        strays.push((process, argv, format!("shim of sandbox {id}"), id));
+    }
+    for (process, argv, what, id) in strays {
         if known.get(&id).is_some_and(SandboxState::is_active) {
             continue;
         }
         removed.push(Removal {
             kind: "process",
             target: format!("{} ({})", process.pid, argv.join(" ")),
-            reason: format!("sandbox {id} is not running"),
-        });
-        if !dry_run {
-            process.kill();
-        }
-    }
-    // Shims, whose command line names the home and id rather than the directory.
-    for (process, argv) in proc::processes_mentioning(&sandboxes.home().root().display().to_string()) {
-        let is_shim = argv.get(1).is_some_and(|a| a == "shim");
-        let Some(id) = argv.iter().position(|a| a == "--id").and_then(|i| argv.get(i + 1)) else { continue };
-        if !is_shim || known.get(id).is_some_and(SandboxState::is_active) {
-            continue;
-        }
-        removed.push(Removal {
-            kind: "process",
-            target: format!("{} ({})", process.pid, argv.join(" ")),
-            reason: format!("shim of sandbox {id}, which is not running"),
+            reason: format!("{what}, which is not running"),
         });
         if !dry_run {
             process.kill();

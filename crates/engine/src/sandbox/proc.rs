@@ -76,6 +76,21 @@ pub fn processes_mentioning(needle: &str) -> Vec<(ProcessId, Vec<String>)> {
     found
 }
 
+/// The sandbox id of a shim's command line (`… shim --home HOME --id ID`) under `home`.
+pub fn shim_of(argv: &[String], home: &str) -> Option<String> {
+    let value = |flag: &str| argv.windows(2).find(|w| w[0] == flag).map(|w| w[1].clone());
+    let is_shim = argv.iter().any(|a| a == "shim") && value("--home").as_deref() == Some(home);
+    is_shim.then(|| value("--id")).flatten()
+}
+
+/// Every live shim process of sandboxes under `home`, with the sandbox's id.
+pub fn shims(home: &str) -> Vec<(ProcessId, Vec<String>, String)> {
+    processes_mentioning(home)
+        .into_iter()
+        .filter_map(|(p, argv)| shim_of(&argv, home).map(|id| (p, argv, id)))
+        .collect()
+}
+
 fn owned_by(proc_dir: &Path, uid: u32) -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(proc_dir).is_ok_and(|m| m.uid() == uid)
@@ -90,6 +105,18 @@ mod tests {
         let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 2 3";
         assert_eq!(parse_start_time(stat), Some(987_654));
         assert_eq!(parse_state(stat), Some('S'));
+    }
+
+    #[test]
+    fn test_shim_of_reads_the_id_for_this_home_only() {
+        let argv = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(
+            shim_of(&argv("/bin/nestbox shim --home /h --id 0123456789ab"), "/h").as_deref(),
+            Some("0123456789ab")
+        );
+        assert_eq!(shim_of(&argv("/bin/nestbox shim --home /other --id 0123456789ab"), "/h"), None);
+        assert_eq!(shim_of(&argv("/bin/nestbox run --home /h --id 0123456789ab"), "/h"), None);
+        assert_eq!(shim_of(&argv("/bin/nestbox shim --home /h"), "/h"), None);
     }
 
     #[test]

@@ -97,11 +97,7 @@ pub fn one(sandboxes: &Sandboxes, store: &mut Store, record: Sandbox) -> Result<
 
 /// Whether a `nestbox shim --home H --id ID` process of this sandbox lives.
 fn shim_process_alive(sandboxes: &Sandboxes, id: &nestbox_store::SandboxId) -> bool {
-    let home = sandboxes.home().root().display().to_string();
-    let follows = |argv: &[String], flag: &str, value: &str| argv.windows(2).any(|w| w[0] == flag && w[1] == value);
-    proc::processes_mentioning(&home).iter().any(|(_, argv)| {
-        argv.get(1).is_some_and(|a| a == "shim") && follows(argv, "--home", &home) && follows(argv, "--id", id.as_str())
-    })
+    proc::shims(&sandboxes.home().root().display().to_string()).iter().any(|(_, _, shim)| shim == id.as_str())
 }
 
 #[cfg(test)]
