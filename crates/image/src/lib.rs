@@ -1,0 +1,19 @@
+//! Root filesystems for sandboxes.
+//!
+//! - [`digest`]: `sha256:<hex>` digests and readers that verify them.
+//! - [`oci`]: the OCI image layout and `docker save` archives: index, manifest, config, the
+//!   platform choice.
+//! - [`layer`]: applying a layer (a tar stream, plain, gzip or zstd) onto a root directory, with
+//!   whiteouts and opaque directories, never writing outside the root.
+//! - [`source`]: what a user can name as an image (a directory, a tarball, an OCI layout, a
+//!   `docker save` archive) and turning it into a root directory plus its config.
+//! - [`ext4`]: building an ext4 image from a root directory (`mkfs.ext4 -d`), with the guest
+//!   agent injected.
+//! - [`store`]: images by content under `$NESTBOX_HOME/images`, their names and metadata.
+
+pub mod digest;
+pub mod ext4;
+pub mod layer;
+pub mod oci;
+pub mod source;
+pub mod store;
