@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what nestbox needs on a Debian or Ubuntu host, skipping what is already there:
-# QEMU (the hypervisor that runs here), a guest kernel when /boot has none, a static busybox
+# QEMU (the hypervisor that runs here) and qemu-img (copy-on-write disks), a guest kernel when /boot has none, a static busybox
 # (the default image's userland), e2fsprogs (ext4 images), libclang (bindgen), and
 # cargo-nextest (the test runner). Safe to run again.
 set -euo pipefail
@@ -11,6 +11,7 @@ as_root() {
 
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v qemu-img >/dev/null || need+=(qemu-utils)
 { [ -x /bin/busybox ] && ! file -L /bin/busybox 2>/dev/null | grep -q 'dynamically linked'; } || need+=(busybox-static)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)

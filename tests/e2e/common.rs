@@ -150,6 +150,11 @@ pub fn stderr(out: &Output) -> String {
 
 /// Boots a QEMU VM with the default image through the engine's API (256 MiB, one vCPU).
 pub async fn boot_sandbox(home: &Home) -> nestbox_engine::Sandbox {
+    boot_sandbox_with(home, None).await
+}
+
+/// As [`boot_sandbox`], with `root_disk` as the guest's root filesystem.
+pub async fn boot_sandbox_with(home: &Home, root_disk: Option<PathBuf>) -> nestbox_engine::Sandbox {
     let runner = nestbox_engine::Runner::new(nestbox_engine::Home::new(home.path()));
     let prepared = runner
         .prepare(&nestbox_engine::BootRequest {
@@ -161,6 +166,7 @@ pub async fn boot_sandbox(home: &Home) -> nestbox_engine::Sandbox {
             accel: nestbox_engine::accel::AccelChoice::Auto,
             hypervisor: nestbox_backend::BackendKind::Qemu,
             hypervisor_binary: None,
+            root_disk,
         })
         .await
         .unwrap();

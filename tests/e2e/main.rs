@@ -11,6 +11,7 @@ mod doctor;
 mod failures;
 mod hypervisors;
 mod lifecycle;
+mod rootfs;
 mod run;
 mod sandbox_faults;
 mod sandboxes;

@@ -16,6 +16,7 @@ mod listen;
 mod log;
 mod pty;
 mod reaper;
+mod rootfs;
 mod session;
 mod user;
 
@@ -134,6 +135,10 @@ fn init_main() -> ! {
     // SAFETY: no other thread exists yet.
     unsafe { std::env::set_var("PATH", exec::DEFAULT_PATH) };
     init::setup();
+    if let Err(e) = rootfs::switch_from_cmdline() {
+        log::error(&e);
+        init::poweroff();
+    }
     let reaper = match Reaper::start() {
         Ok(r) => r,
         Err(e) => {

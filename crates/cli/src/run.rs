@@ -32,6 +32,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             accel: args.vm.accel,
             hypervisor: args.vm.hypervisor,
             hypervisor_binary: args.vm.hypervisor_bin,
+            root_disk: None,
         },
         env: args.vm.env.into_iter().map(|e| (e.key, e.value)).collect(),
         workdir: args.workdir,

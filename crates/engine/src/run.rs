@@ -14,7 +14,7 @@ use nestbox_agent_client::{AgentClient, ExecEvent, ExecRequest, ExitStatus};
 use nestbox_backend::{AgentEndpoint, Backend, VmDirs, VmHandle};
 use nestbox_backend_qemu::{QemuBackend, QemuConfig};
 use nestbox_initramfs::{DEFAULT_MODULES, ImageInputs};
-use nestbox_model::{Boot, VmSpec};
+use nestbox_model::{Boot, Device, VmSpec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -35,6 +35,8 @@ pub(crate) const MAX_SOCKET_PATH: usize = 107;
 const CONNECT_RETRY: Duration = Duration::from_millis(5);
 /// How long a failed handshake waits to see whether the VM is exiting.
 const EXIT_SETTLE: Duration = Duration::from_millis(500);
+/// The device id of a root disk: the first virtio-blk device, so the guest sees it as `/dev/vda`.
+const ROOT_DISK_ID: &str = "root";
 /// Read size for forwarding stdin.
 const STDIN_CHUNK: usize = 64 * 1024;
 
@@ -57,6 +59,9 @@ pub struct BootRequest {
     pub hypervisor: BackendKind,
     /// Its binary, when not found as `doctor::locate_binary` finds it.
     pub hypervisor_binary: Option<PathBuf>,
+    /// A disk (raw ext4, or a qcow2 overlay of one) to use as the guest's root filesystem: the
+    /// agent switches to it from the initramfs (`nestbox.root=/dev/vda`).
+    pub root_disk: Option<PathBuf>,
 }
 
 /// A request made ready to launch: a validated spec, the accelerator and the configured backend.
@@ -223,11 +228,16 @@ impl Runner {
             cmdline.push(' ');
             cmdline.push_str(arg);
         }
+        let mut devices = Vec::new();
+        if let Some(disk) = &req.root_disk {
+            devices.push(Device::VirtioBlk { id: ROOT_DISK_ID.into(), path: disk.clone(), readonly: false });
+            cmdline.push_str(" nestbox.root=/dev/vda");
+        }
         let spec = VmSpec {
             vcpus: req.vcpus,
             memory_mib: req.memory_mib,
             boot: Boot::Linux { kernel: kernel.vmlinux, initrd: Some(image.path), cmdline },
-            devices: Vec::new(),
+            devices,
         };
         spec.validate()?;
         let explicit = req.hypervisor_binary.as_deref();

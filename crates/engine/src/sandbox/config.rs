@@ -55,6 +55,7 @@ impl SandboxConfig {
             accel: self.accel,
             hypervisor: self.hypervisor,
             hypervisor_binary: self.hypervisor_binary.clone(),
+            root_disk: None,
         }
     }
 

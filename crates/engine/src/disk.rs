@@ -1,0 +1,156 @@
+//! Per-sandbox disks over a shared base image: the sandbox writes to its own copy-on-write disk,
+//! the base is never written.
+//!
+//! - QEMU and Cloud Hypervisor: a qcow2 overlay whose backing file is the raw base
+//!   (`qemu-img create -f qcow2 -F raw -b BASE`), made in constant time whatever the base's size.
+//! - Firecracker (raw disks only): a reflink copy where the filesystem can share extents
+//!   (`FICLONE`), else a sparse copy.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nestbox_backend::BackendKind;
+use serde::Serialize;
+
+use crate::EngineError;
+
+/// How a sandbox's disk was made, for `inspect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverlayKind {
+    /// A qcow2 overlay backed by the base.
+    Qcow2,
+    /// A copy sharing the base's extents.
+    Reflink,
+    /// A copy of the base's data, holes kept.
+    SparseCopy,
+}
+
+/// Makes `dest`, a disk for `backend` over `base`.
+pub fn overlay(base: &Path, dest: &Path, backend: BackendKind) -> Result<OverlayKind, EngineError> {
+    match backend {
+        BackendKind::Firecracker => raw_copy(base, dest),
+        _ => qcow2(base, dest).map(|()| OverlayKind::Qcow2),
+    }
+}
+
+fn qcow2(base: &Path, dest: &Path) -> Result<(), EngineError> {
+    let qemu_img = nestbox_supervise::find_program("qemu-img").ok_or_else(|| {
+        EngineError::from(nestbox_backend::BackendError::BinaryNotFound {
+            binary: "qemu-img".into(),
+            package: "qemu-utils".into(),
+        })
+    })?;
+    let base = std::fs::canonicalize(base).map_err(EngineError::io(format!("cannot find {}", base.display())))?;
+    let out = Command::new(qemu_img)
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(&base)
+        .arg(dest)
+        .output()
+        .map_err(EngineError::io("cannot run qemu-img"))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(dest);
+        let text = String::from_utf8_lossy(&out.stderr);
+        return Err(EngineError::Io {
+            context: format!("qemu-img create {} over {}", dest.display(), base.display()),
+            source: std::io::Error::other(text.trim().to_owned()),
+        });
+    }
+    Ok(())
+}
+
+fn raw_copy(base: &Path, dest: &Path) -> Result<OverlayKind, EngineError> {
+    use std::os::fd::AsRawFd;
+    let src = std::fs::File::open(base).map_err(EngineError::io(format!("cannot open {}", base.display())))?;
+    let dst = std::fs::File::create_new(dest).map_err(EngineError::io(format!("cannot create {}", dest.display())))?;
+    // SAFETY: FICLONE takes the source descriptor as its argument; both files are open.
+    if unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0 {
+        return Ok(OverlayKind::Reflink);
+    }
+    let cleanup = |e: std::io::Error| {
+        let _ = std::fs::remove_file(dest);
+        EngineError::Io { context: format!("cannot copy {} to {}", base.display(), dest.display()), source: e }
+    };
+    sparse_copy(&src, &dst).map_err(cleanup)?;
+    Ok(OverlayKind::SparseCopy)
+}
+
+/// Copies the data regions of `src` (found with `SEEK_DATA`/`SEEK_HOLE`), leaving holes as holes.
+fn sparse_copy(src: &std::fs::File, dst: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let len = src.metadata()?.len();
+    dst.set_len(len)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos: i64 = 0;
+    let end = i64::try_from(len).map_err(std::io::Error::other)?;
+    while pos < end {
+        // SAFETY: lseek on an open descriptor has no memory effects.
+        let data = unsafe { libc::lseek(src.as_raw_fd(), pos, libc::SEEK_DATA) };
+        if data < 0 {
+            break; // no more data: the rest is a hole
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(src.as_raw_fd(), data, libc::SEEK_HOLE) }.min(end);
+        let mut at = data;
+        while at < hole {
+            let n = usize::try_from((hole - at).min(buf.len() as i64)).map_err(std::io::Error::other)?;
+            let offset = u64::try_from(at).map_err(std::io::Error::other)?;
+            src.read_exact_at(&mut buf[..n], offset)?;
+            dst.write_all_at(&buf[..n], offset)?;
+            at += n as i64;
+        }
+        pos = hole;
+    }
+    dst.sync_all()
+}
+
+/// The file a sandbox's root disk lives in.
+pub fn disk_path(dir: &Path, kind: BackendKind) -> PathBuf {
+    dir.join(if kind == BackendKind::Firecracker { "root.raw" } else { "root.qcow2" })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, SeekFrom, Write};
+
+    use super::*;
+
+    #[test]
+    fn test_raw_copy_keeps_data_and_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.raw");
+        let mut f = std::fs::File::create(&base).unwrap();
+        f.write_all(b"head").unwrap();
+        f.seek(SeekFrom::Start(64 << 20)).unwrap();
+        f.write_all(b"tail").unwrap();
+        drop(f);
+        let dest = dir.path().join("copy.raw");
+        let kind = raw_copy(&base, &dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&base).unwrap());
+        if kind == OverlayKind::SparseCopy {
+            use std::os::unix::fs::MetadataExt;
+            let blocks = std::fs::metadata(&dest).unwrap().blocks();
+            assert!(blocks * 512 < 1 << 20, "the 64 MiB hole was written out: {blocks} blocks");
+        }
+        assert!(raw_copy(&base, &dest).is_err(), "an existing disk is never overwritten");
+    }
+
+    #[test]
+    fn test_qcow2_overlay_is_small_and_names_its_base() {
+        if nestbox_supervise::find_program("qemu-img").is_none() {
+            eprintln!("skipped: qemu-img is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.ext4");
+        std::fs::File::create(&base).unwrap().set_len(512 << 20).unwrap();
+        let dest = dir.path().join("root.qcow2");
+        assert_eq!(overlay(&base, &dest, BackendKind::Qemu).unwrap(), OverlayKind::Qcow2);
+        assert!(std::fs::metadata(&dest).unwrap().len() < 1 << 20);
+        let info = Command::new("qemu-img").arg("info").arg(&dest).output().unwrap();
+        assert!(String::from_utf8_lossy(&info.stdout).contains("backing file"), "{info:?}");
+        let missing = overlay(&dir.path().join("nope"), &dir.path().join("x.qcow2"), BackendKind::Qemu);
+        assert!(missing.is_err());
+    }
+}

@@ -1,0 +1,80 @@
+//! A guest on a root filesystem from a disk: the agent hands over from the initramfs to an ext4
+//! image, and each sandbox writes to its own copy-on-write overlay of the shared base.
+
+use std::path::Path;
+use std::process::Command;
+
+use nestbox_agent_client::{AgentClient, ExecRequest};
+use nestbox_backend::BackendKind;
+use nestbox_engine::Teardown;
+use sha2::Digest;
+
+use crate::common::{Home, boot_sandbox_with};
+use crate::require_vm;
+
+/// A tiny root: a static busybox and a marker file, as an ext4 image.
+fn base_image(dir: &Path) -> Option<std::path::PathBuf> {
+    let mkfs = nestbox_supervise::find_program("mkfs.ext4")?;
+    nestbox_supervise::find_program("qemu-img")?;
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists())?;
+    std::fs::copy(busybox, tree.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "echo", "sync", "grep"] {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(tree.join("etc/marker"), "from the image\n").unwrap();
+    let image = dir.join("base.ext4");
+    let status = Command::new(mkfs)
+        .args(["-q", "-F", "-t", "ext4", "-E", "root_owner=0:0", "-d"])
+        .arg(&tree)
+        .arg(&image)
+        .arg("64M")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    Some(image)
+}
+
+async fn sh(agent: &AgentClient, script: &str) -> String {
+    let out = agent.exec(ExecRequest::new(["sh", "-c", script])).await.unwrap().output().await.unwrap();
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn sha256(path: &Path) -> String {
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[tokio::test]
+async fn test_sandboxes_boot_on_an_ext4_root_each_with_its_own_overlay() {
+    require_vm!();
+    let work = tempfile::tempdir().unwrap();
+    let Some(base) = base_image(work.path()) else {
+        eprintln!("skipped: mkfs.ext4, qemu-img or a static busybox is missing");
+        return;
+    };
+    let before = sha256(&base);
+    let home = Home::new();
+    let (disk_a, disk_b) = (work.path().join("a.qcow2"), work.path().join("b.qcow2"));
+    for disk in [&disk_a, &disk_b] {
+        let kind = nestbox_engine::disk::overlay(&base, disk, BackendKind::Qemu).unwrap();
+        assert_eq!(kind, nestbox_engine::disk::OverlayKind::Qcow2);
+    }
+
+    let a = boot_sandbox_with(&home, Some(disk_a)).await;
+    assert_eq!(sh(a.agent(), "cat /etc/marker").await, "from the image\n");
+    let mounts = sh(a.agent(), "cat /proc/mounts").await;
+    assert!(mounts.lines().any(|l| l.starts_with("/dev/vda / ext4")), "{mounts}");
+    sh(a.agent(), "echo mine > /etc/marker; sync").await;
+
+    let b = boot_sandbox_with(&home, Some(disk_b)).await;
+    assert_eq!(sh(b.agent(), "cat /etc/marker").await, "from the image\n", "a write in one sandbox shows in another");
+    assert_eq!(sh(a.agent(), "cat /etc/marker").await, "mine\n");
+
+    a.teardown(Teardown::Graceful).await;
+    b.teardown(Teardown::Graceful).await;
+    assert_eq!(sha256(&base), before, "the base image was written");
+    home.assert_clean();
+}
