@@ -73,6 +73,9 @@ fn main() {
         accel: AccelChoice::Auto,
         boot_timeout_ms: 60_000,
         env: Vec::new(),
+        workdir: None,
+        user: None,
+        disk: None,
     };
 
     // (b)
@@ -80,7 +83,7 @@ fn main() {
     let engine_cycle = |rss: &mut Vec<u64>| {
         rt.block_on(async {
             let sb =
-                mgr.create(CreateRequest { name: None, config: config.clone(), labels: Default::default() }).unwrap();
+                mgr.create(CreateRequest { name: None, config: config.clone(), labels: Default::default(), image: None }).unwrap();
             let id = sb.id().to_string();
             let sb = mgr.start(&id).await.unwrap();
             if let Some(shim) = sb.record.shim {
@@ -114,7 +117,7 @@ fn main() {
     // (c)
     let calls = env_or("NESTBOX_BENCH_CALLS", 200);
     rt.block_on(async {
-        let sb = mgr.create(CreateRequest { name: None, config: config.clone(), labels: Default::default() }).unwrap();
+        let sb = mgr.create(CreateRequest { name: None, config: config.clone(), labels: Default::default(), image: None }).unwrap();
         let id = sb.id().to_string();
         mgr.start(&id).await.unwrap();
         let one = |id: String, mgr: Sandboxes| async move {

@@ -46,14 +46,16 @@ pub async fn exec_in(mgr: &Sandboxes, opts: ExecOptions) -> anyhow::Result<i32> 
     let mut env = sb.config.as_ref().map(|c| c.env.clone()).unwrap_or_default();
     env.extend(opts.env);
     let tty = opts.tty.then(|| terminal_size().unwrap_or(TtySize { rows: 24, cols: 80 }));
+    // The image's working directory and user, unless the command names its own.
+    let defaults = sb.config.as_ref();
     let req = ExecRequest {
         argv: opts.command,
         env,
-        cwd: opts.workdir,
+        cwd: opts.workdir.or_else(|| defaults.and_then(|c| c.workdir.clone())),
         stdin: true,
         timeout: opts.timeout,
         tty,
-        user: opts.user,
+        user: opts.user.or_else(|| defaults.and_then(|c| c.user.clone())),
     };
     let exec = client.exec(req).await?;
     let _raw = if opts.tty { RawMode::enter() } else { None };

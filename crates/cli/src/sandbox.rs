@@ -43,6 +43,9 @@ pub fn config(vm: &VmArgs) -> SandboxConfig {
         accel: vm.accel,
         boot_timeout_ms: u64::try_from(vm.boot_timeout.as_millis()).unwrap_or(u64::MAX),
         env: vm.env.iter().map(|e| (e.key.clone(), e.value.clone())).collect(),
+        workdir: None,
+        user: None,
+        disk: None,
     }
 }
 
@@ -60,7 +63,7 @@ fn usage(msg: &str) -> ! {
 /// `nestbox create`.
 pub async fn create(args: CreateArgs) -> anyhow::Result<i32> {
     let mgr = manager()?;
-    let req = CreateRequest { name: args.name, config: config(&args.vm), labels: labels(&args.labels)? };
+    let req = CreateRequest { name: args.name, config: config(&args.vm), labels: labels(&args.labels)?, image: None };
     let sb = mgr.create(req)?;
     match args.format {
         Format::Table => out!("{}", sb.id()),
@@ -76,7 +79,7 @@ pub async fn run_persistent(args: RunArgs) -> anyhow::Result<i32> {
         usage("run -d starts a sandbox and runs no command in it: use `nestbox exec SB -- CMD` next");
     }
     let mgr = manager()?;
-    let req = CreateRequest { name: args.name.clone(), config: config(&args.vm), labels: labels(&args.labels)? };
+    let req = CreateRequest { name: args.name.clone(), config: config(&args.vm), labels: labels(&args.labels)?, image: None };
     let sb = mgr.create(req)?;
     let id = sb.id().to_string();
     let started = progress_while(format!("starting sandbox {}", sb.record.name), mgr.start(&id)).await;

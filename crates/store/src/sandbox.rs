@@ -494,6 +494,15 @@ impl Store {
         )
     }
 
+    /// Replaces the stored spec of `id` (what its creation settled, such as how its disk was made).
+    pub fn set_spec(&mut self, id: &SandboxId, spec: &serde_json::Value) -> Result<(), SandboxError> {
+        self.update_columns(
+            id,
+            "UPDATE sandboxes SET spec = ?2, updated_at_ms = ?3 WHERE id = ?1",
+            params![id.as_str(), spec.to_string(), now_ms()],
+        )
+    }
+
     /// Records (or clears) the VM's exit code for `id`.
     pub fn set_exit_code(&mut self, id: &SandboxId, code: Option<i32>) -> Result<(), SandboxError> {
         self.update_columns(

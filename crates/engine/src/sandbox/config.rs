@@ -36,14 +36,37 @@ pub struct SandboxConfig {
     /// Environment every exec starts with (an exec's own `--env` comes after).
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// The working directory execs start in, when they name none (from the image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// The user execs run as, when they name none (from the image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The root disk, when the sandbox runs on an image rather than the default initramfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskConfig>,
+}
+
+/// A sandbox's root disk: its own copy-on-write disk over an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskConfig {
+    /// The image's id.
+    pub image: String,
+    /// The name it was asked for by, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_name: Option<String>,
+    /// How the sandbox's disk was made over the image (`qcow2`, `reflink`, `sparse-copy`).
+    pub overlay: crate::disk::OverlayKind,
+    /// The disk's file name in the sandbox's directory.
+    pub file: String,
 }
 
 /// The kernel argument that gives the guest a shell on its serial console (`nestbox console`).
 pub const CONSOLE_SHELL_ARG: &str = "nestbox.console=shell";
 
 impl SandboxConfig {
-    /// The boot request for one start.
-    pub fn boot_request(&self) -> BootRequest {
+    /// The boot request for one start of the sandbox whose directory is `dir`.
+    pub fn boot_request(&self, dir: &std::path::Path) -> BootRequest {
         let mut kernel_args = vec![CONSOLE_SHELL_ARG.to_owned()];
         kernel_args.extend(self.kernel_args.iter().cloned());
         BootRequest {
@@ -55,7 +78,7 @@ impl SandboxConfig {
             accel: self.accel,
             hypervisor: self.hypervisor,
             hypervisor_binary: self.hypervisor_binary.clone(),
-            root_disk: None,
+            root_disk: self.disk.as_ref().map(|d| dir.join(&d.file)),
         }
     }
 
@@ -80,6 +103,9 @@ mod tests {
             accel: AccelChoice::Tcg,
             boot_timeout_ms: 30_000,
             env: vec![("A".into(), "1".into())],
+            workdir: None,
+            user: None,
+            disk: None,
         }
     }
 
@@ -94,7 +120,8 @@ mod tests {
 
     #[test]
     fn test_boot_request_adds_the_console_shell_before_user_arguments() {
-        let req = config().boot_request();
+        let req = config().boot_request(std::path::Path::new("/sb"));
+        assert_eq!(req.root_disk, None);
         assert_eq!(req.kernel_args, vec![CONSOLE_SHELL_ARG.to_owned(), "quiet".into()]);
         assert_eq!(req.boot_timeout, Duration::from_secs(30));
         assert_eq!((req.vcpus, req.memory_mib), (2, 256));

@@ -36,9 +36,9 @@ use nestbox_store::{
 use serde::Serialize;
 use tokio::net::UnixStream;
 
-pub use config::SandboxConfig;
+pub use config::{DiskConfig, SandboxConfig};
 
-use crate::{EngineError, Home, doctor};
+use crate::{EngineError, Home, disk, doctor};
 
 /// How long an operation waits for another one on the same sandbox.
 pub const LOCK_TIMEOUT: Duration = Duration::from_millis(nestbox_store::DEFAULT_LOCK_TIMEOUT_MS);
@@ -76,6 +76,20 @@ pub struct CreateRequest {
     pub config: SandboxConfig,
     /// Labels (`k=v`).
     pub labels: BTreeMap<String, String>,
+    /// The image to run on: its id, the name it was asked for by, and its ext4 file. The
+    /// sandbox gets its own copy-on-write disk over it.
+    pub image: Option<ImageChoice>,
+}
+
+/// An image a sandbox runs on, resolved by the caller.
+#[derive(Debug, Clone)]
+pub struct ImageChoice {
+    /// Its id.
+    pub id: String,
+    /// The name it was asked for by.
+    pub name: Option<String>,
+    /// Its ext4 file.
+    pub base: PathBuf,
 }
 
 /// A sandbox as the CLI shows it: the record, its configuration and its files.
@@ -156,10 +170,25 @@ impl Sandboxes {
             None => names::fresh(&store)?,
         };
         self.check_config(&req.config)?;
-        let spec = serde_json::to_value(&req.config).expect("a config serializes");
+        let mut config = req.config;
+        let disk_file = disk::disk_path(Path::new(""), config.hypervisor).display().to_string();
+        if let Some(image) = &req.image {
+            // The kind is settled once the disk exists; the record says which image it is from.
+            config.disk = Some(DiskConfig {
+                image: image.id.clone(),
+                image_name: image.name.clone(),
+                overlay: if config.hypervisor == nestbox_backend::BackendKind::Firecracker {
+                    disk::OverlayKind::SparseCopy
+                } else {
+                    disk::OverlayKind::Qcow2
+                },
+                file: disk_file,
+            });
+        }
+        let spec = serde_json::to_value(&config).expect("a config serializes");
         let record = store.insert(NewSandbox {
             name,
-            hypervisor: req.config.hypervisor.to_string(),
+            hypervisor: config.hypervisor.to_string(),
             spec: spec.clone(),
             labels: req.labels,
         })?;
@@ -177,7 +206,14 @@ impl Sandboxes {
             .map_err(EngineError::io(format!("cannot create {}", dir.display())))?;
         check_socket_paths(&dir)?;
         fault::point("create.dir");
-        let text = serde_json::to_vec_pretty(&spec).expect("JSON serializes");
+        if let (Some(image), Some(disk)) = (&req.image, config.disk.as_mut()) {
+            let kind = disk::overlay(&image.base, &dir.join(&disk.file), config.hypervisor)?;
+            if kind != disk.overlay {
+                disk.overlay = kind;
+                store.set_spec(&record.id, &serde_json::to_value(&config).expect("a config serializes"))?;
+            }
+        }
+        let text = serde_json::to_vec_pretty(&config).expect("JSON serializes");
         write_private(&dir.join(files::SPEC), &text)?;
         fault::point("create.spec");
         let record = store.update_state(&record.id, &SandboxState::Creating, SandboxState::Created)?;

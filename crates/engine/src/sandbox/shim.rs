@@ -175,7 +175,7 @@ async fn boot(
     dir: &Path,
 ) -> Result<Booted, (EngineError, Option<Arc<dyn VmHandle>>)> {
     let runner = Runner::new(home.clone());
-    let prepared = runner.prepare(&config.boot_request()).await.map_err(|e| (e, None))?;
+    let prepared = runner.prepare(&config.boot_request(dir)).await.map_err(|e| (e, None))?;
     let backend = prepared.launcher.backend();
     let vm: Arc<dyn VmHandle> =
         Arc::from(backend.launch(&prepared.spec, &VmDirs::new(dir)).await.map_err(|e| (EngineError::from(e), None))?);
