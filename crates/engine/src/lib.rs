@@ -12,6 +12,7 @@ pub mod error;
 pub mod guest;
 pub mod home;
 pub mod ids;
+pub mod images;
 pub mod run;
 pub mod sandbox;
 
