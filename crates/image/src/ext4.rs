@@ -7,7 +7,9 @@
 //! [`HEADROOM_PERCENT`] and [`HEADROOM_BYTES`], or [`Ext4Options::size`] when given. The image is
 //! written under a temporary name next to `out` and renamed into place only when `mkfs.ext4`
 //! succeeded, so a failure (a size too small, a full disk, a killed build) never leaves a partial
-//! image at `out`; a killed process may leave a `.<name>.tmp-*` file, which a store sweeps.
+//! image at `out`; a killed process may leave a `.<name>.tmp-*` file, which
+//! [`crate::store::ImageStore::prune`] sweeps with its build directory when the build ran inside
+//! [`crate::store::ImageStore::put`].
 //!
 //! The journal is kept by default ([`Ext4Options::journal`]): every sandbox writes to a
 //! copy-on-write overlay of this image, and a guest that is killed (stop's timeout, a host crash)

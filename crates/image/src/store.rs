@@ -675,6 +675,8 @@ impl ImageStore {
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+
     use super::*;
 
     fn id(c: char) -> String {
@@ -971,5 +973,29 @@ mod tests {
         assert!(matches!(store.resolve("x"), Err(StoreError::NotFound { .. })));
         add(&store, &id('b'), &[]);
         assert!(!fs::read_to_string(dir.path().join(NAMES_FILE)).unwrap().contains("x:latest"));
+    }
+
+    #[test]
+    fn test_put_with_build_ext4_stores_a_real_image_and_a_failed_one_leaves_nothing() {
+        use crate::ext4::{Ext4Options, build_ext4};
+        if nestbox_supervise::find_program("mkfs.ext4").is_none() {
+            eprintln!("skipped: mkfs.ext4 not on PATH (install e2fsprogs)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("big"), vec![5u8; 3 << 20]).unwrap();
+        let store = ImageStore::open(dir.path().join("store")).unwrap();
+        let too_small = Ext4Options { size: Some(1 << 20), ..Ext4Options::default() };
+        let err = store.put(new(&id('a'), &["x"]), |out| build_ext4(&root, out, &too_small).map(drop)).unwrap_err();
+        assert!(err.source().unwrap().to_string().contains("mkfs.ext4 failed"), "{err:?}");
+        assert_eq!(entries(store.dir()), Vec::<String>::new());
+
+        let meta =
+            store.put(new(&id('a'), &["x"]), |out| build_ext4(&root, out, &Ext4Options::default()).map(drop)).unwrap();
+        assert_eq!(meta.size_bytes, fs::metadata(store.image_path(&id('a'))).unwrap().len());
+        assert!(meta.size_bytes > 3 << 20);
+        assert_eq!(entries(store.dir()).len(), 4, "{:?}", entries(store.dir()));
     }
 }
