@@ -17,3 +17,8 @@ pub mod layer;
 pub mod oci;
 pub mod source;
 pub mod store;
+
+pub use digest::{Digest, DigestParseError, VerifyError, VerifyingReader, sha256_file};
+pub use layer::{Compression, LayerError, LayerStats, apply_layer};
+pub use oci::{OciError, OciLayout, Platform};
+pub use source::{ImageConfig, Source, SourceError, unpack};
