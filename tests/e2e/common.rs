@@ -34,7 +34,7 @@ macro_rules! require_vm {
 /// Kernel, image and probe caches shared by all tests.
 pub fn shared_cache() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cache");
-    for sub in ["kernels", "images", "cache"] {
+    for sub in ["kernels", "images/initramfs", "cache"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     dir
@@ -52,7 +52,8 @@ impl Home {
         // Short path: Unix socket paths are limited to 107 bytes.
         let dir = tempfile::Builder::new().prefix("nbx").tempdir_in("/tmp").unwrap();
         let shared = shared_cache();
-        for sub in ["kernels", "images", "cache"] {
+        std::fs::create_dir(dir.path().join("images")).unwrap();
+        for sub in ["kernels", "images/initramfs", "cache"] {
             std::os::unix::fs::symlink(shared.join(sub), dir.path().join(sub)).unwrap();
         }
         Self { dir }

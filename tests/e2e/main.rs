@@ -10,6 +10,7 @@ mod concurrency;
 mod doctor;
 mod failures;
 mod hypervisors;
+mod images;
 mod lifecycle;
 mod rootfs;
 mod run;

@@ -82,8 +82,9 @@ fn main() {
     let cycles = env_or("NESTBOX_BENCH_CYCLES", 200);
     let engine_cycle = |rss: &mut Vec<u64>| {
         rt.block_on(async {
-            let sb =
-                mgr.create(CreateRequest { name: None, config: config.clone(), labels: Default::default(), image: None }).unwrap();
+            let sb = mgr
+                .create(CreateRequest { name: None, config: config.clone(), labels: Default::default(), image: None })
+                .unwrap();
             let id = sb.id().to_string();
             let sb = mgr.start(&id).await.unwrap();
             if let Some(shim) = sb.record.shim {

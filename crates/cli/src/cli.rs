@@ -53,6 +53,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Remove what no sandbox owns: abandoned records, directories, sockets, processes.
     Gc(GcArgs),
+    /// Root filesystem images: build, import, list, inspect, remove.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Show what nestbox would use on this host: kernel, QEMU, accelerator, state root.
     Info(InfoArgs),
     /// Check each backend: binary, version, whether it can run VMs here and why not.
@@ -118,6 +121,98 @@ pub struct VmArgs {
     /// $NESTBOX_CLOUD_HYPERVISOR, else PATH).
     #[arg(long, value_name = "PATH")]
     pub hypervisor_bin: Option<PathBuf>,
+    /// Run on this image (a name, name:tag or ID prefix from `nestbox image ls`): the sandbox
+    /// gets its own copy-on-write disk over it, and the image's env, workdir and user.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+}
+
+/// `nestbox image …`.
+#[derive(Debug, Subcommand)]
+#[deny(missing_docs)]
+pub enum ImageCommand {
+    /// Build an image.
+    #[command(subcommand)]
+    Build(ImageBuild),
+    /// Import a directory, a tarball (plain, gzip, zstd), an OCI image layout or a `docker save`
+    /// archive as an image.
+    Import(ImageImportArgs),
+    /// List images.
+    Ls(ImageLsArgs),
+    /// Show one image as JSON.
+    Inspect(ImageArg),
+    /// Remove images no sandbox uses.
+    Rm(ImageRmArgs),
+    /// Remove unnamed images no sandbox uses.
+    Prune(ImageLsArgs),
+}
+
+/// `nestbox image build …`.
+#[derive(Debug, Subcommand)]
+#[deny(missing_docs)]
+pub enum ImageBuild {
+    /// A minimal Debian with python3, from the package mirror (mmdebstrap).
+    Debian(DebianArgs),
+}
+
+/// `nestbox image build debian`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct DebianArgs {
+    /// The image's name.
+    #[arg(long, value_name = "NAME", default_value = "debian")]
+    pub name: String,
+    /// The Debian suite.
+    #[arg(long, value_name = "SUITE", default_value = "bookworm")]
+    pub suite: String,
+    /// The mirror (else the host's apt sources, else deb.debian.org).
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+}
+
+/// `nestbox image import`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct ImageImportArgs {
+    /// Name the image (repeatable): name or name:tag.
+    #[arg(long = "name", short = 'n', value_name = "NAME")]
+    pub names: Vec<String>,
+    /// The platform to pick from a multi-platform image.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", default_value = "linux/amd64")]
+    pub platform: String,
+    /// The image of an OCI layout to pick, by its ref name annotation.
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: Option<String>,
+    /// The directory, tarball, layout or archive.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+}
+
+/// `nestbox image ls` and `prune`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct ImageLsArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `nestbox image inspect`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct ImageArg {
+    /// A name, name:tag or ID prefix.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+}
+
+/// `nestbox image rm`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct ImageRmArgs {
+    /// Names, name:tags or ID prefixes.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
 }
 
 /// `nestbox run`.

@@ -8,6 +8,7 @@ mod console;
 mod doctor;
 mod exec;
 mod exit;
+mod image;
 mod info;
 mod run;
 mod sandbox;
@@ -41,6 +42,7 @@ fn main() {
             cli::Command::Ps(args) => sandbox::ps(args).await,
             cli::Command::Inspect(args) => sandbox::inspect(args).await,
             cli::Command::Gc(args) => sandbox::gc(args).await,
+            cli::Command::Image(cmd) => image::image(cmd).await,
             cli::Command::Shim(args) => sandbox::shim(args).await,
             cli::Command::Info(args) => info::info(args).await,
             cli::Command::Doctor(args) => doctor::doctor(args).await,

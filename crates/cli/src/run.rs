@@ -9,7 +9,7 @@ use crate::cli::RunArgs;
 
 /// Runs the command and returns the exit code to leave with.
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
-    if args.detach || args.name.is_some() || !args.labels.is_empty() {
+    if args.detach || args.name.is_some() || !args.labels.is_empty() || args.vm.image.is_some() {
         return crate::sandbox::run_persistent(args).await;
     }
     let signals = watch_signals()?;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::Context;
+use nestbox_engine::images::Images;
 use nestbox_engine::sandbox::{SandboxConfig, gc, shim};
 use nestbox_engine::{CreateRequest, Home, SandboxInfo, Sandboxes};
 use nestbox_store::{ListFilter, ListScope};
@@ -60,10 +61,27 @@ fn usage(msg: &str) -> ! {
     exit::exit(exit::USAGE)
 }
 
+/// The create request for `vm` with `name` and `labels`: the image's defaults come first, the
+/// flags' after.
+fn create_request(vm: &VmArgs, name: Option<String>, raw_labels: &[String]) -> anyhow::Result<CreateRequest> {
+    let mut config = config(vm);
+    let mut image = None;
+    if let Some(reference) = &vm.image {
+        let (choice, defaults) = Images::new(Home::from_env()).choice(reference)?;
+        let mut env = defaults.env_pairs();
+        env.extend(config.env);
+        config.env = env;
+        config.workdir = defaults.workdir.filter(|w| !w.is_empty());
+        config.user = defaults.user.filter(|u| !u.is_empty());
+        image = Some(choice);
+    }
+    Ok(CreateRequest { name, config, labels: labels(raw_labels)?, image })
+}
+
 /// `nestbox create`.
 pub async fn create(args: CreateArgs) -> anyhow::Result<i32> {
     let mgr = manager()?;
-    let req = CreateRequest { name: args.name, config: config(&args.vm), labels: labels(&args.labels)?, image: None };
+    let req = create_request(&args.vm, args.name, &args.labels)?;
     let sb = mgr.create(req)?;
     match args.format {
         Format::Table => out!("{}", sb.id()),
@@ -79,7 +97,7 @@ pub async fn run_persistent(args: RunArgs) -> anyhow::Result<i32> {
         usage("run -d starts a sandbox and runs no command in it: use `nestbox exec SB -- CMD` next");
     }
     let mgr = manager()?;
-    let req = CreateRequest { name: args.name.clone(), config: config(&args.vm), labels: labels(&args.labels)?, image: None };
+    let req = create_request(&args.vm, args.name.clone(), &args.labels)?;
     let sb = mgr.create(req)?;
     let id = sb.id().to_string();
     let started = progress_while(format!("starting sandbox {}", sb.record.name), mgr.start(&id)).await;

@@ -67,6 +67,15 @@ pub enum EngineError {
         /// The limit.
         max: usize,
     },
+    /// A root filesystem image could not be built.
+    #[error(transparent)]
+    Rootfs(#[from] nestbox_image::ext4::Ext4Error),
+    /// An image source could not be read or unpacked.
+    #[error(transparent)]
+    ImageSource(#[from] nestbox_image::SourceError),
+    /// The image store refused or failed.
+    #[error(transparent)]
+    ImageStore(#[from] nestbox_image::store::StoreError),
     /// The sandbox index could not be opened.
     #[error(transparent)]
     StoreOpen(#[from] nestbox_store::OpenError),

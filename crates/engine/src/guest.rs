@@ -12,3 +12,6 @@ pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const POWEROFF_GRACE: Duration = Duration::from_secs(3);
 /// Console lines shown when a boot fails.
 pub const CONSOLE_TAIL_LINES: usize = 20;
+
+/// The `PATH` an image gets when it names none (the agent's default for every exec).
+pub const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

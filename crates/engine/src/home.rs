@@ -3,7 +3,8 @@
 //! ```text
 //! $NESTBOX_HOME           root: /var/lib/nestbox; others: $XDG_DATA_HOME/nestbox
 //!   kernels/              PVH vmlinux files extracted from bzImages, by content hash
-//!   images/               built guest images (initramfs), by content hash
+//!   images/initramfs/     built default guest images (initramfs), by content hash
+//!   images/rootfs/        root filesystem images (ext4) for sandboxes, by content hash
 //!   cache/                host probes (is KVM usable?)
 //!   state.db              the sandbox index (SQLite, WAL)
 //!   locks/<id>.lock       one flock per sandbox, serializing operations on it
@@ -58,9 +59,18 @@ impl Home {
     pub fn kernels(&self) -> PathBuf {
         self.root.join("kernels")
     }
-    /// Built guest images.
+    /// Images: `initramfs/` (the built default guest images) and `rootfs/` (root filesystem
+    /// images for sandboxes).
     pub fn images(&self) -> PathBuf {
         self.root.join("images")
+    }
+    /// The built default guest images (initramfs), by content.
+    pub fn initramfs_cache(&self) -> PathBuf {
+        self.images().join("initramfs")
+    }
+    /// Root filesystem images for sandboxes, by content.
+    pub fn rootfs_images(&self) -> PathBuf {
+        self.images().join("rootfs")
     }
     /// Host probe results.
     pub fn cache(&self) -> PathBuf {

@@ -217,7 +217,7 @@ impl Runner {
                 modules_dir: kernel.modules_dir.as_deref(),
                 modules: DEFAULT_MODULES,
             };
-            let image = nestbox_initramfs::build_default(&inputs, &home.images())?;
+            let image = nestbox_initramfs::build_default(&inputs, &home.initramfs_cache())?;
             Ok((kernel, image))
         })
         .await

@@ -1,4 +1,204 @@
-//! Images for sandboxes' root disks: building them (`debian`) and, with `nestbox-image`,
-//! importing and storing them.
+//! Images for sandboxes' root disks, under `$NESTBOX_HOME/images/rootfs`: building them
+//! ([`debian`]), importing them from what `nestbox-image` reads, and naming, listing and
+//! removing them. Every image gets the guest agent at `/.nestbox/agent` and its config at
+//! `/.nestbox/image.json`; the guest boots the default initramfs, which switches to the image
+//! (`nestbox.root=/dev/vda`), so any image works unchanged.
 
 pub mod debian;
+
+use std::path::Path;
+
+use nestbox_image::ext4::{self, Ext4Options};
+use nestbox_image::store::{ImageMeta, ImageStore, NewImage};
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::{ImageChoice, Sandboxes};
+use crate::{EngineError, Home, agent_binary};
+
+/// What a sandbox takes from its image by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageDefaults {
+    /// `KEY=VALUE` pairs.
+    #[serde(default, alias = "Env")]
+    pub env: Vec<String>,
+    /// The working directory.
+    #[serde(default, alias = "WorkingDir", skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// The user.
+    #[serde(default, alias = "User", skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The entrypoint.
+    #[serde(default, alias = "Entrypoint")]
+    pub entrypoint: Vec<String>,
+    /// The command.
+    #[serde(default, alias = "Cmd")]
+    pub cmd: Vec<String>,
+}
+
+impl ImageDefaults {
+    /// The defaults an image's stored config gives (missing fields are empty).
+    pub fn of(meta: &ImageMeta) -> Self {
+        serde_json::from_value(meta.config.clone()).unwrap_or_default()
+    }
+
+    /// The environment as pairs.
+    pub fn env_pairs(&self) -> Vec<(String, String)> {
+        self.env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+    }
+}
+
+/// The images under one `$NESTBOX_HOME`.
+#[derive(Debug, Clone)]
+pub struct Images {
+    home: Home,
+}
+
+impl Images {
+    /// The images under `home`.
+    pub fn new(home: Home) -> Self {
+        Self { home }
+    }
+
+    /// The store, created on first use.
+    pub fn store(&self) -> Result<ImageStore, EngineError> {
+        let dir = self.home.rootfs_images();
+        std::fs::create_dir_all(&dir).map_err(EngineError::io(format!("cannot create {}", dir.display())))?;
+        Ok(ImageStore::open(dir)?)
+    }
+
+    /// Builds a minimal Debian `suite` (with python3) from the package mirror and stores it as
+    /// `name`.
+    pub fn build_debian(
+        &self,
+        name: &str,
+        suite: &str,
+        mirror: Option<&str>,
+        progress: bool,
+    ) -> Result<ImageMeta, EngineError> {
+        let store = self.store()?;
+        nestbox_image::store::Reference::parse(name)?;
+        let work = tempfile::Builder::new()
+            .prefix(".debian-")
+            .tempdir_in(store.dir())
+            .map_err(EngineError::io("cannot make a build directory"))?;
+        let root = work.path().join("root");
+        debian::build_root(&root, suite, mirror, progress)?;
+        let defaults = ImageDefaults {
+            env: vec![format!("PATH={}", crate::guest::IMAGE_PATH)],
+            cmd: vec!["/bin/bash".into()],
+            ..ImageDefaults::default()
+        };
+        let source = format!("mmdebstrap {suite} (minbase + {})", debian::PACKAGES.join(", "));
+        self.store_root(&store, &root, work.path(), vec![name.to_owned()], source, &defaults)
+    }
+
+    /// Imports `path` (a directory, a tarball, an OCI image layout or a `docker save` archive;
+    /// `reference` picks an image of a layout by its ref name) for `platform`, as `names`.
+    pub fn import(
+        &self,
+        path: &Path,
+        reference: Option<&str>,
+        platform: &nestbox_image::Platform,
+        names: Vec<String>,
+    ) -> Result<ImageMeta, EngineError> {
+        let store = self.store()?;
+        for name in &names {
+            nestbox_image::store::Reference::parse(name)?;
+        }
+        let mut source = nestbox_image::Source::detect(path)?;
+        if let (nestbox_image::Source::OciLayout { reference: slot, .. }, Some(r)) = (&mut source, reference) {
+            *slot = Some(r.to_owned());
+        }
+        let work = tempfile::Builder::new()
+            .prefix(".import-")
+            .tempdir_in(store.dir())
+            .map_err(EngineError::io("cannot make a build directory"))?;
+        let root = work.path().join("root");
+        std::fs::create_dir(&root).map_err(EngineError::io(format!("cannot create {}", root.display())))?;
+        let config = nestbox_image::unpack(&source, &root, platform)?;
+        let defaults = ImageDefaults {
+            env: config.env.clone(),
+            workdir: config.workdir.clone(),
+            user: config.user.clone(),
+            entrypoint: config.entrypoint.clone(),
+            cmd: config.cmd.clone(),
+        };
+        let what = match &config.identity {
+            Some(digest) => format!("{} ({digest})", path.display()),
+            None => path.display().to_string(),
+        };
+        self.store_root(&store, &root, work.path(), names, what, &defaults)
+    }
+
+    /// Injects the agent into `root`, builds its ext4 in `work` and stores it under the
+    /// content hash of that ext4, with `names`.
+    fn store_root(
+        &self,
+        store: &ImageStore,
+        root: &Path,
+        work: &Path,
+        names: Vec<String>,
+        source: String,
+        defaults: &ImageDefaults,
+    ) -> Result<ImageMeta, EngineError> {
+        let config = serde_json::to_value(defaults).expect("defaults serialize");
+        ext4::inject_agent(root, agent_binary::AGENT, &config)?;
+        let out = work.join("image.ext4");
+        ext4::build_ext4(root, &out, &Ext4Options::default())?;
+        let id = nestbox_image::digest::sha256_file(&out)
+            .map_err(EngineError::io(format!("cannot read {}", out.display())))?
+            .hex()
+            .to_owned();
+        Ok(store.import(&out, NewImage { id, names, source, config })?)
+    }
+
+    /// The image `reference` names (a name, `name:tag`, or an id prefix).
+    pub fn resolve(&self, reference: &str) -> Result<ImageMeta, EngineError> {
+        Ok(self.store()?.resolve(reference)?)
+    }
+
+    /// What a sandbox needs to run on the image `reference` names.
+    pub fn choice(&self, reference: &str) -> Result<(ImageChoice, ImageDefaults), EngineError> {
+        let store = self.store()?;
+        let meta = store.resolve(reference)?;
+        let defaults = ImageDefaults::of(&meta);
+        Ok((
+            ImageChoice { id: meta.id.clone(), name: Some(reference.to_owned()), base: store.image_path(&meta.id) },
+            defaults,
+        ))
+    }
+
+    /// Every image.
+    pub fn list(&self) -> Result<Vec<ImageMeta>, EngineError> {
+        Ok(self.store()?.list()?)
+    }
+
+    /// The sandboxes whose disks are over image `id`.
+    pub fn users(&self, sandboxes: &Sandboxes, id: &str) -> Result<Vec<String>, EngineError> {
+        let all = sandboxes.list(&nestbox_store::ListFilter::default())?;
+        Ok(all
+            .into_iter()
+            .filter(|sb| sb.config.as_ref().and_then(|c| c.disk.as_ref()).is_some_and(|d| d.image == id))
+            .map(|sb| format!("sandbox {}", sb.record.name))
+            .collect())
+    }
+
+    /// Removes the image `reference` names, unless a sandbox uses it.
+    pub fn remove(&self, sandboxes: &Sandboxes, reference: &str) -> Result<ImageMeta, EngineError> {
+        let store = self.store()?;
+        let meta = store.resolve(reference)?;
+        let users = self.users(sandboxes, &meta.id)?;
+        Ok(store.remove(&meta.id, &users)?)
+    }
+
+    /// Removes unnamed images no sandbox uses.
+    pub fn prune(&self, sandboxes: &Sandboxes) -> Result<Vec<ImageMeta>, EngineError> {
+        let store = self.store()?;
+        let used: Vec<String> = sandboxes
+            .list(&nestbox_store::ListFilter::default())?
+            .into_iter()
+            .filter_map(|sb| sb.config.and_then(|c| c.disk).map(|d| d.image))
+            .collect();
+        Ok(store.prune(|meta| used.contains(&meta.id))?)
+    }
+}

@@ -1,0 +1,189 @@
+//! Images end to end: an OCI image layout the test builds itself is imported, booted, and given
+//! to two sandboxes whose writes stay apart; the image cannot be removed while they use it.
+
+use std::io::Write;
+use std::path::Path;
+
+use sha2::Digest as _;
+
+use crate::common::{Home, stderr, stdout};
+use crate::require_vm;
+
+fn ok(home: &Home, args: &[&str]) -> String {
+    let out = home.output(args);
+    assert!(out.status.success(), "nestbox {args:?}: {:?}\n{}", out.status, stderr(&out));
+    stdout(&out)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Writes `data` as a blob of the layout and returns its descriptor.
+fn blob(layout: &Path, media_type: &str, data: &[u8]) -> serde_json::Value {
+    let hex = sha256_hex(data);
+    std::fs::write(layout.join("blobs/sha256").join(&hex), data).unwrap();
+    serde_json::json!({ "mediaType": media_type, "digest": format!("sha256:{hex}"), "size": data.len() })
+}
+
+fn tar_with(entries: &[(&str, &[u8], u32)], links: &[(&str, &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, data, mode) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(*mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_700_000_000);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, path, *data).unwrap();
+    }
+    for (path, target) in links {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_700_000_000);
+        builder.append_link(&mut header, path, target).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// A two-layer OCI layout: busybox and a marker, then a new marker and a whiteout.
+fn oci_layout(dir: &Path) -> Option<()> {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists())?;
+    let busybox = std::fs::read(busybox).unwrap();
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let links: Vec<(String, String)> =
+        ["sh", "cat", "echo", "sync", "ls", "pwd"].iter().map(|a| (format!("bin/{a}"), "busybox".to_owned())).collect();
+    let links: Vec<(&str, &str)> = links.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let lower = tar_with(
+        &[("bin/busybox", &busybox, 0o755), ("etc/marker", b"v1\n", 0o644), ("etc/gone", b"x", 0o644)],
+        &links,
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&lower).unwrap();
+    let lower_gz = gz.finish().unwrap();
+    let upper = tar_with(&[("etc/marker", b"v2\n", 0o644), ("etc/.wh.gone", b"", 0o644)], &[]);
+    let l1 = blob(dir, "application/vnd.oci.image.layer.v1.tar+gzip", &lower_gz);
+    let l2 = blob(dir, "application/vnd.oci.image.layer.v1.tar", &upper);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": { "Env": ["PATH=/bin", "GREETING=from-image"], "WorkingDir": "/etc", "Cmd": ["sh"] },
+        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{}", sha256_hex(&lower)), format!("sha256:{}", sha256_hex(&upper))] }
+    });
+    let config = blob(dir, "application/vnd.oci.image.config.v1+json", config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config, "layers": [l1, l2]
+    });
+    let mut manifest = blob(dir, "application/vnd.oci.image.manifest.v1+json", manifest.to_string().as_bytes());
+    manifest["platform"] = serde_json::json!({ "os": "linux", "architecture": "amd64" });
+    let index = serde_json::json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [manifest] });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    Some(())
+}
+
+#[test]
+fn test_an_oci_layout_is_imported_booted_and_shared_copy_on_write() {
+    require_vm!();
+    if nestbox_supervise::find_program("qemu-img").is_none() || nestbox_supervise::find_program("mkfs.ext4").is_none() {
+        eprintln!("skipped: qemu-img or mkfs.ext4 is missing");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    if oci_layout(&layout).is_none() {
+        eprintln!("skipped: no static busybox");
+        return;
+    }
+    let home = Home::new();
+    let id = ok(&home, &["image", "import", "--name", "demo:1", layout.to_str().unwrap()]).trim().to_owned();
+    assert_eq!(id.len(), 64, "{id}");
+    let ls = ok(&home, &["image", "ls"]);
+    assert!(ls.contains("demo:1"), "{ls}");
+
+    // The image's layers, whiteout, env and working directory.
+    let out = ok(
+        &home,
+        &["run", "--image", "demo:1", "--memory", "256M", "--", "sh", "-c", "cat marker; echo $GREETING; pwd; ls /etc"],
+    );
+    assert_eq!(out, "v2\nfrom-image\n/etc\nmarker\n", "{out}");
+
+    // Two sandboxes on one image: each its own disk.
+    let base = home.path().join("images/rootfs").join(format!("{id}.ext4"));
+    let before = sha256_hex(&std::fs::read(&base).unwrap());
+    for name in ["a", "b"] {
+        ok(&home, &["create", "--image", "demo:1", "--name", name, "--memory", "256M"]);
+        ok(&home, &["start", name]);
+    }
+    ok(&home, &["exec", "a", "--", "sh", "-c", "echo changed > /etc/marker; sync"]);
+    assert_eq!(ok(&home, &["exec", "a", "--", "cat", "/etc/marker"]), "changed\n");
+    assert_eq!(ok(&home, &["exec", "b", "--", "cat", "/etc/marker"]), "v2\n", "a's write reached b");
+    let info: serde_json::Value = serde_json::from_str(&ok(&home, &["inspect", "a"])).unwrap();
+    assert_eq!(info["config"]["disk"]["overlay"], "qcow2", "{info}");
+    assert_eq!(info["config"]["disk"]["image"], id.as_str());
+
+    // In use: refused, naming the users.
+    let out = home.output(["image", "rm", "demo:1"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("sandbox a") && stderr(&out).contains("sandbox b"), "{}", stderr(&out));
+    ok(&home, &["stop", "a"]);
+    ok(&home, &["start", "a"]);
+    assert_eq!(
+        ok(&home, &["exec", "a", "--", "cat", "/etc/marker"]),
+        "changed\n",
+        "a's disk kept its write over a restart"
+    );
+    ok(&home, &["rm", "-f", "a", "b"]);
+    assert_eq!(sha256_hex(&std::fs::read(&base).unwrap()), before, "the base image was written");
+    ok(&home, &["image", "rm", "demo:1"]);
+    assert!(!base.exists());
+    home.assert_clean();
+}
+
+#[test]
+fn test_importing_something_that_is_not_an_image_fails_cleanly() {
+    let home = Home::new();
+    let work = tempfile::tempdir().unwrap();
+    let junk = work.path().join("junk.bin");
+    std::fs::write(&junk, b"not a tar at all, just some bytes").unwrap();
+    let out = home.output(["image", "import", "--name", "junk", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    let out = home.output(["image", "import", "--name", "Bad Name", junk.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    let rootfs = home.path().join("images/rootfs");
+    let left: Vec<_> = std::fs::read_dir(&rootfs)
+        .map(|d| {
+            d.filter_map(Result::ok).map(|e| e.file_name()).filter(|n| n != ".lock" && n != "names.json").collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a failed import left {left:?}");
+}
+
+/// The built-in Debian image: slow (a minute or so: mmdebstrap from the package mirror), so one
+/// test does it all.
+#[test]
+fn test_image_build_debian_runs_python() {
+    require_vm!();
+    if nestbox_supervise::find_program("mmdebstrap").is_none() || nestbox_supervise::find_program("qemu-img").is_none()
+    {
+        eprintln!("skipped: mmdebstrap or qemu-img is missing");
+        return;
+    }
+    let home = Home::new();
+    let id = ok(&home, &["image", "build", "debian", "--name", "deb"]).trim().to_owned();
+    let meta: serde_json::Value = serde_json::from_str(&ok(&home, &["image", "inspect", "deb"])).unwrap();
+    assert_eq!(meta["id"], id.as_str());
+    assert_eq!(meta["names"], serde_json::json!(["deb:latest"]));
+    let out = ok(&home, &["run", "--image", "deb", "--memory", "512M", "--", "python3", "-c", "print(1+1)"]);
+    assert_eq!(out, "2\n");
+    let os = ok(&home, &["run", "--image", "deb", "--", "sh", "-c", ". /etc/os-release; echo $ID"]);
+    assert_eq!(os, "debian\n");
+    ok(&home, &["image", "rm", "deb"]);
+    home.assert_clean();
+}
