@@ -23,6 +23,7 @@ test: deps
 bench: deps
 	$(CARGO) bench --locked -p nestbox-cli --bench boot
 	$(CARGO) bench --locked -p nestbox-cli --bench sandbox
+	$(CARGO) bench --locked -p nestbox-cli --bench image
 
 fmt:
 	$(CARGO) fmt --all
