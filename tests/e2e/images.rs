@@ -57,8 +57,10 @@ fn oci_layout(dir: &Path) -> Option<()> {
     let busybox = std::fs::read(busybox).unwrap();
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let links: Vec<(String, String)> =
-        ["sh", "cat", "echo", "sync", "ls", "pwd"].iter().map(|a| (format!("bin/{a}"), "busybox".to_owned())).collect();
+    let links: Vec<(String, String)> = ["sh", "cat", "echo", "sync", "ls", "pwd", "df", "tail"]
+        .iter()
+        .map(|a| (format!("bin/{a}"), "busybox".to_owned()))
+        .collect();
     let links: Vec<(&str, &str)> = links.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let lower = tar_with(
         &[("bin/busybox", &busybox, 0o755), ("etc/marker", b"v1\n", 0o644), ("etc/gone", b"x", 0o644)],
@@ -133,6 +135,17 @@ fn test_an_oci_layout_is_imported_booted_and_shared_copy_on_write() {
     assert!(stderr(&out).contains("sandbox a") && stderr(&out).contains("sandbox b"), "{}", stderr(&out));
     ok(&home, &["stop", "a"]);
     ok(&home, &["start", "a"]);
+    // A bigger disk than the image: the root filesystem grows to it; a smaller one is refused.
+    ok(&home, &["create", "--image", "demo:1", "--disk-size", "1G", "--name", "big", "--memory", "256M"]);
+    ok(&home, &["start", "big"]);
+    let df = ok(&home, &["exec", "big", "--", "sh", "-c", "df -k / | tail -1"]);
+    let total_kib: u64 = df.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!(total_kib > 900 * 1024, "the root did not grow to the 1G disk: {df}");
+    let out = home.output(["create", "--image", "demo:1", "--disk-size", "1M", "--name", "tiny"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--disk-size"), "{}", stderr(&out));
+    assert!(home.output(["inspect", "tiny"]).status.code() == Some(121), "a refused create left a record");
+    ok(&home, &["rm", "-f", "big"]);
     assert_eq!(
         ok(&home, &["exec", "a", "--", "cat", "/etc/marker"]),
         "changed\n",

@@ -42,6 +42,10 @@ pub fn switch_from_cmdline() -> Result<(), String> {
     std::fs::create_dir_all(NEW_ROOT).map_err(|e| format!("mkdir {NEW_ROOT}: {e}"))?;
     mount(Some(device), NEW_ROOT, Some("ext4"), MsFlags::empty(), None::<&str>)
         .map_err(|e| format!("mount {device} on {NEW_ROOT}: {e}"))?;
+    // A disk made larger than its image (`--disk-size`): the filesystem follows, online.
+    if let Err(e) = grow_to_device(NEW_ROOT, device) {
+        log::error(&format!("growing the root filesystem: {e}"));
+    }
     for m in MOVED {
         let target = format!("{NEW_ROOT}{m}");
         let _ = std::fs::create_dir_all(&target);
@@ -58,9 +62,81 @@ pub fn switch_from_cmdline() -> Result<(), String> {
     Ok(())
 }
 
+nix::ioctl_write_ptr!(ext4_resize_fs, b'f', 16, u64);
+
+/// Grows the ext4 filesystem mounted at `mountpoint` to fill `device`, when the device is
+/// larger (the kernel resizes it online: `EXT4_IOC_RESIZE_FS`).
+fn grow_to_device(mountpoint: &str, device: &str) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let name = Path::new(device).file_name().and_then(|n| n.to_str()).ok_or("no device name")?;
+    let sectors: u64 = std::fs::read_to_string(format!("/sys/block/{name}/size"))
+        .map_err(|e| format!("size of {device}: {e}"))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("size of {device}: {e}"))?;
+    let mut superblock = [0u8; 1024];
+    let mut dev = std::fs::File::open(device).map_err(|e| format!("open {device}: {e}"))?;
+    dev.seek(SeekFrom::Start(1024))
+        .and_then(|_| dev.read_exact(&mut superblock))
+        .map_err(|e| format!("read {device}: {e}"))?;
+    let (blocks, block_size) = ext4_size(&superblock).ok_or("not an ext4 superblock")?;
+    let fits = sectors * 512 / block_size;
+    if fits <= blocks {
+        return Ok(());
+    }
+    let dir = std::fs::File::open(mountpoint).map_err(|e| format!("open {mountpoint}: {e}"))?;
+    // SAFETY: the ioctl reads one u64 we own; the descriptor is open on the mounted filesystem.
+    unsafe { ext4_resize_fs(std::os::fd::AsRawFd::as_raw_fd(&dir), &fits) }
+        .map_err(|e| format!("resize to {fits} blocks: {e}"))?;
+    log::trace(&format!("root filesystem grown from {blocks} to {fits} blocks"));
+    Ok(())
+}
+
+/// The block count and block size an ext4 superblock (the 1024 bytes at offset 1024) gives.
+fn ext4_size(sb: &[u8; 1024]) -> Option<(u64, u64)> {
+    let u32_at = |at: usize| u32::from_le_bytes(sb[at..at + 4].try_into().expect("4 bytes"));
+    if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
+        return None;
+    }
+    let incompat_64bit = u32_at(0x60) & 0x80 != 0;
+    let hi = if incompat_64bit { u64::from(u32_at(0x150)) } else { 0 };
+    let blocks = (hi << 32) | u64::from(u32_at(0x4));
+    let block_size = 1024u64 << u32_at(0x18);
+    Some((blocks, block_size))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_ext4_size_reads_the_superblock() {
+        let mut sb = [0u8; 1024];
+        sb[0x38..0x3a].copy_from_slice(&0xEF53u16.to_le_bytes());
+        sb[0x4..0x8].copy_from_slice(&1000u32.to_le_bytes());
+        sb[0x18..0x1c].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(ext4_size(&sb), Some((1000, 4096)));
+        sb[0x60..0x64].copy_from_slice(&0x80u32.to_le_bytes());
+        sb[0x150..0x154].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(ext4_size(&sb), Some(((1 << 32) + 1000, 4096)));
+        sb[0x38] = 0;
+        assert_eq!(ext4_size(&sb), None);
+    }
+
+    #[test]
+    fn test_ext4_size_matches_what_mkfs_made() {
+        let Ok(dir) = tempfile::tempdir() else { return };
+        let img = dir.path().join("fs.ext4");
+        let made =
+            std::process::Command::new("mkfs.ext4").args(["-q", "-F", "-b", "4096"]).arg(&img).arg("64M").status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: mkfs.ext4 is not available");
+            return;
+        }
+        let bytes = std::fs::read(&img).unwrap();
+        let sb: [u8; 1024] = bytes[1024..2048].try_into().unwrap();
+        assert_eq!(ext4_size(&sb), Some((16384, 4096)));
+    }
 
     #[test]
     fn test_root_device_takes_the_last_dev_path() {

@@ -35,7 +35,7 @@ fn main() {
         for i in 0..runs {
             let dest = work.path().join(format!("overlay-{size}-{i}.qcow2"));
             times.push(time(|| {
-                nestbox_engine::disk::overlay(&base, &dest, BackendKind::Qemu).unwrap();
+                nestbox_engine::disk::overlay(&base, &dest, BackendKind::Qemu, None).unwrap();
             }));
         }
         let m = median(&mut times);

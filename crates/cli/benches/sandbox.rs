@@ -83,7 +83,13 @@ fn main() {
     let engine_cycle = |rss: &mut Vec<u64>| {
         rt.block_on(async {
             let sb = mgr
-                .create(CreateRequest { name: None, config: config.clone(), labels: Default::default(), image: None })
+                .create(CreateRequest {
+                    name: None,
+                    config: config.clone(),
+                    labels: Default::default(),
+                    image: None,
+                    disk_size_mib: None,
+                })
                 .unwrap();
             let id = sb.id().to_string();
             let sb = mgr.start(&id).await.unwrap();
@@ -118,7 +124,7 @@ fn main() {
     // (c)
     let calls = env_or("NESTBOX_BENCH_CALLS", 200);
     rt.block_on(async {
-        let sb = mgr.create(CreateRequest { name: None, config: config.clone(), labels: Default::default(), image: None }).unwrap();
+        let sb = mgr.create(CreateRequest { name: None, config: config.clone(), labels: Default::default(), image: None, disk_size_mib: None }).unwrap();
         let id = sb.id().to_string();
         mgr.start(&id).await.unwrap();
         let one = |id: String, mgr: Sandboxes| async move {

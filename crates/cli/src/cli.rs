@@ -125,6 +125,10 @@ pub struct VmArgs {
     /// gets its own copy-on-write disk over it, and the image's env, workdir and user.
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
+    /// The size of the sandbox's disk over its image (at least the image's): 2G, 512M. The
+    /// guest's root filesystem grows to fill it.
+    #[arg(long, value_name = "SIZE", requires = "image", value_parser = parse_disk_size)]
+    pub disk_size: Option<u32>,
 }
 
 /// `nestbox image …`.
@@ -446,6 +450,10 @@ fn parse_memory(s: &str) -> Result<u32, String> {
         return Err(format!("at least {}M is needed", nestbox_model::defaults::MIN_MEMORY_MIB));
     }
     Ok(mib)
+}
+
+fn parse_disk_size(s: &str) -> Result<u32, String> {
+    nestbox_model::parse_memory_mib(s).map_err(|e| e.to_string())
 }
 
 fn parse_env(s: &str) -> Result<EnvVar, String> {

@@ -75,7 +75,7 @@ fn create_request(vm: &VmArgs, name: Option<String>, raw_labels: &[String]) -> a
         config.user = defaults.user.filter(|u| !u.is_empty());
         image = Some(choice);
     }
-    Ok(CreateRequest { name, config, labels: labels(raw_labels)?, image })
+    Ok(CreateRequest { name, config, labels: labels(raw_labels)?, image, disk_size_mib: vm.disk_size })
 }
 
 /// `nestbox create`.

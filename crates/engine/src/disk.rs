@@ -26,15 +26,29 @@ pub enum OverlayKind {
     SparseCopy,
 }
 
-/// Makes `dest`, a disk for `backend` over `base`.
-pub fn overlay(base: &Path, dest: &Path, backend: BackendKind) -> Result<OverlayKind, EngineError> {
+/// Makes `dest`, a disk for `backend` over `base`, of `size` bytes when given (at least the
+/// base's; the guest grows its filesystem to fill it).
+pub fn overlay(base: &Path, dest: &Path, backend: BackendKind, size: Option<u64>) -> Result<OverlayKind, EngineError> {
+    let base_len = std::fs::metadata(base).map_err(EngineError::io(format!("cannot find {}", base.display())))?.len();
+    if let Some(size) = size
+        && size < base_len
+    {
+        return Err(EngineError::DiskTooSmall { size, image: base_len });
+    }
     match backend {
-        BackendKind::Firecracker => raw_copy(base, dest),
-        _ => qcow2(base, dest).map(|()| OverlayKind::Qcow2),
+        BackendKind::Firecracker => {
+            let kind = raw_copy(base, dest)?;
+            if let Some(size) = size {
+                let grow = std::fs::OpenOptions::new().write(true).open(dest).and_then(|f| f.set_len(size));
+                grow.map_err(EngineError::io(format!("cannot grow {}", dest.display())))?;
+            }
+            Ok(kind)
+        }
+        _ => qcow2(base, dest, size).map(|()| OverlayKind::Qcow2),
     }
 }
 
-fn qcow2(base: &Path, dest: &Path) -> Result<(), EngineError> {
+fn qcow2(base: &Path, dest: &Path, size: Option<u64>) -> Result<(), EngineError> {
     let qemu_img = nestbox_supervise::find_program("qemu-img").ok_or_else(|| {
         EngineError::from(nestbox_backend::BackendError::BinaryNotFound {
             binary: "qemu-img".into(),
@@ -46,6 +60,7 @@ fn qcow2(base: &Path, dest: &Path) -> Result<(), EngineError> {
         .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
         .arg(&base)
         .arg(dest)
+        .args(size.map(|s| s.to_string()))
         .output()
         .map_err(EngineError::io("cannot run qemu-img"))?;
     if !out.status.success() {
@@ -146,11 +161,20 @@ mod tests {
         let base = dir.path().join("base.ext4");
         std::fs::File::create(&base).unwrap().set_len(512 << 20).unwrap();
         let dest = dir.path().join("root.qcow2");
-        assert_eq!(overlay(&base, &dest, BackendKind::Qemu).unwrap(), OverlayKind::Qcow2);
+        assert_eq!(overlay(&base, &dest, BackendKind::Qemu, None).unwrap(), OverlayKind::Qcow2);
         assert!(std::fs::metadata(&dest).unwrap().len() < 1 << 20);
         let info = Command::new("qemu-img").arg("info").arg(&dest).output().unwrap();
         assert!(String::from_utf8_lossy(&info.stdout).contains("backing file"), "{info:?}");
-        let missing = overlay(&dir.path().join("nope"), &dir.path().join("x.qcow2"), BackendKind::Qemu);
+        let missing = overlay(&dir.path().join("nope"), &dir.path().join("x.qcow2"), BackendKind::Qemu, None);
         assert!(missing.is_err());
+        // A bigger disk than the image: its virtual size says so.
+        let big = dir.path().join("big.qcow2");
+        overlay(&base, &big, BackendKind::Qemu, Some(2 << 30)).unwrap();
+        let info = Command::new("qemu-img").args(["info", "--output=json"]).arg(&big).output().unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        assert_eq!(info["virtual-size"], 2u64 << 30);
+        let small = overlay(&base, &dir.path().join("small.qcow2"), BackendKind::Qemu, Some(1 << 20));
+        assert!(matches!(small, Err(EngineError::DiskTooSmall { .. })), "{small:?}");
+        assert!(!dir.path().join("small.qcow2").exists());
     }
 }

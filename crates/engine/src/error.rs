@@ -67,6 +67,14 @@ pub enum EngineError {
         /// The limit.
         max: usize,
     },
+    /// `--disk-size` is smaller than the image.
+    #[error("invalid value for --disk-size: {} MiB is smaller than the image ({} MiB)", size >> 20, image.div_ceil(1 << 20))]
+    DiskTooSmall {
+        /// The size asked for, bytes.
+        size: u64,
+        /// The image's size, bytes.
+        image: u64,
+    },
     /// A root filesystem image could not be built.
     #[error(transparent)]
     Rootfs(#[from] nestbox_image::ext4::Ext4Error),

@@ -59,6 +59,9 @@ pub struct DiskConfig {
     pub overlay: crate::disk::OverlayKind,
     /// The disk's file name in the sandbox's directory.
     pub file: String,
+    /// Its size when made larger than the image (`--disk-size`), MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_mib: Option<u32>,
 }
 
 /// The kernel argument that gives the guest a shell on its serial console (`nestbox console`).

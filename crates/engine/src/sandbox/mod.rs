@@ -79,6 +79,8 @@ pub struct CreateRequest {
     /// The image to run on: its id, the name it was asked for by, and its ext4 file. The
     /// sandbox gets its own copy-on-write disk over it.
     pub image: Option<ImageChoice>,
+    /// The size of that disk, when larger than the image, MiB.
+    pub disk_size_mib: Option<u32>,
 }
 
 /// An image a sandbox runs on, resolved by the caller.
@@ -183,7 +185,16 @@ impl Sandboxes {
                     disk::OverlayKind::Qcow2
                 },
                 file: disk_file,
+                size_mib: req.disk_size_mib,
             });
+        }
+        if let (Some(image), Some(mib)) = (&req.image, req.disk_size_mib) {
+            let image_len = std::fs::metadata(&image.base)
+                .map_err(EngineError::io(format!("cannot find {}", image.base.display())))?
+                .len();
+            if u64::from(mib) << 20 < image_len {
+                return Err(EngineError::DiskTooSmall { size: u64::from(mib) << 20, image: image_len });
+            }
         }
         let spec = serde_json::to_value(&config).expect("a config serializes");
         let record = store.insert(NewSandbox {
@@ -195,6 +206,29 @@ impl Sandboxes {
         fault::point("create.record");
         let _lock = self.lock(&record.id)?;
         let dir = self.dir(&record.id);
+        match self.fill(&mut store, &record.id, &dir, &mut config, req.image.as_ref()) {
+            Ok(()) => {
+                let record = store.update_state(&record.id, &SandboxState::Creating, SandboxState::Created)?;
+                Ok(self.info(record))
+            }
+            Err(e) => {
+                // A create that failed (rather than died) takes back what it made.
+                let _ = remove_dir(&dir);
+                let _ = store.remove(&record.id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes the directory of a new sandbox, its disk and `spec.json`.
+    fn fill(
+        &self,
+        store: &mut Store,
+        id: &SandboxId,
+        dir: &Path,
+        config: &mut SandboxConfig,
+        image: Option<&ImageChoice>,
+    ) -> Result<(), EngineError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -202,22 +236,22 @@ impl Sandboxes {
             .map_err(EngineError::io(format!("cannot create {}", self.home.sandboxes().display())))?;
         std::fs::DirBuilder::new()
             .mode(0o700)
-            .create(&dir)
+            .create(dir)
             .map_err(EngineError::io(format!("cannot create {}", dir.display())))?;
-        check_socket_paths(&dir)?;
+        check_socket_paths(dir)?;
         fault::point("create.dir");
-        if let (Some(image), Some(disk)) = (&req.image, config.disk.as_mut()) {
-            let kind = disk::overlay(&image.base, &dir.join(&disk.file), config.hypervisor)?;
+        if let (Some(image), Some(disk)) = (image, config.disk.as_mut()) {
+            let size = disk.size_mib.map(|m| u64::from(m) << 20);
+            let kind = disk::overlay(&image.base, &dir.join(&disk.file), config.hypervisor, size)?;
             if kind != disk.overlay {
                 disk.overlay = kind;
-                store.set_spec(&record.id, &serde_json::to_value(&config).expect("a config serializes"))?;
+                store.set_spec(id, &serde_json::to_value(&*config).expect("a config serializes"))?;
             }
         }
-        let text = serde_json::to_vec_pretty(&config).expect("JSON serializes");
+        let text = serde_json::to_vec_pretty(&*config).expect("JSON serializes");
         write_private(&dir.join(files::SPEC), &text)?;
         fault::point("create.spec");
-        let record = store.update_state(&record.id, &SandboxState::Creating, SandboxState::Created)?;
-        Ok(self.info(record))
+        Ok(())
     }
 
     /// What must hold before a record is written: the hypervisor binary exists.
