@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what nestbox needs on a Debian or Ubuntu host, skipping what is already there:
 # QEMU (the hypervisor that runs here) and qemu-img (copy-on-write disks), a guest kernel when /boot has none, a static busybox
-# (the default image's userland), e2fsprogs (ext4 images), libclang (bindgen), and
+# (the default image's userland), e2fsprogs (ext4 images), libclang (bindgen), docker-registry (a real OCI
+# registry for the registry-pull tests), and
 # cargo-nextest (the test runner). Safe to run again.
 set -euo pipefail
 
@@ -17,6 +18,7 @@ command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v file >/dev/null || need+=(file)
+command -v docker-registry >/dev/null || need+=(docker-registry)
 
 # A guest kernel: any /boot/vmlinuz-* with its modules will do.
 have_kernel=no
