@@ -168,6 +168,7 @@ pub async fn boot_sandbox_with(home: &Home, root_disk: Option<PathBuf>) -> nestb
             hypervisor: nestbox_backend::BackendKind::Qemu,
             hypervisor_binary: None,
             root_disk,
+            volumes: Vec::new(),
         })
         .await
         .unwrap();

@@ -78,3 +78,37 @@ async fn test_sandboxes_boot_on_an_ext4_root_each_with_its_own_overlay() {
     assert_eq!(sha256(&base), before, "the base image was written");
     home.assert_clean();
 }
+
+#[test]
+fn test_volumes_are_mounted_read_write_or_read_only() {
+    require_vm!();
+    let Some(mkfs) = nestbox_supervise::find_program("mkfs.ext4") else {
+        eprintln!("skipped: mkfs.ext4 is missing");
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("hello"), "from the volume\n").unwrap();
+    let vol = work.path().join("data.ext4");
+    let made =
+        Command::new(mkfs).args(["-q", "-F", "-E", "root_owner=0:0", "-d"]).arg(&tree).arg(&vol).arg("16M").status();
+    assert!(made.unwrap().success());
+    let home = Home::new();
+    let spec = format!("{}:/data", vol.display());
+    let run = |args: &[&str]| home.output([&["run", "--memory", "256M"][..], args].concat());
+
+    let out = run(&["--volume", &spec, "--", "sh", "-c", "cat /data/hello; echo kept > /data/new; sync"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    assert_eq!(crate::common::stdout(&out), "from the volume\n");
+    let out = run(&["--volume", &format!("{spec}:ro"), "--", "sh", "-c", "cat /data/new; echo x > /data/other"]);
+    assert_eq!(crate::common::stdout(&out), "kept\n", "a write to a volume lasts");
+    assert_ne!(out.status.code(), Some(0), "a read-only volume took a write");
+
+    let out = home.output(["run", "--volume", "/no/such/disk:/data", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(crate::common::stderr(&out).contains("--volume"), "{}", crate::common::stderr(&out));
+    let out = home.output(["run", "--volume", &format!("{}:data", vol.display()), "--", "true"]);
+    assert_eq!(out.status.code(), Some(2), "a relative guest path is refused");
+    home.assert_clean();
+}

@@ -287,6 +287,8 @@ pub fn poweroff() -> ! {
     }
     let _ = kill(all, Signal::SIGKILL);
     nix::unistd::sync();
+    // Disks are left clean (no journal to replay), so a volume can be mounted read-only next.
+    crate::rootfs::unmount_all();
     let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     log::error(&format!("poweroff: {e}"));
     // PID 1 must not exit: that panics the kernel.

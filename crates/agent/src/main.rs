@@ -139,6 +139,7 @@ fn init_main() -> ! {
         log::error(&e);
         init::poweroff();
     }
+    rootfs::mount_volumes_from_cmdline();
     let reaper = match Reaper::start() {
         Ok(r) => r,
         Err(e) => {

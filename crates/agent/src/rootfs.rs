@@ -22,6 +22,76 @@ const MOVED: [&str; 5] = ["/dev", "/proc", "/sys", "/run", "/tmp"];
 /// How long the disk may take to appear after its driver loaded.
 const DEVICE_WAIT: Duration = Duration::from_secs(10);
 
+/// The kernel argument naming a data disk and where it goes: `DEVICE:PATH:ro|rw`.
+pub const VOLUME_PARAM: &str = "nestbox.volume=";
+
+/// A data disk to mount.
+#[derive(Debug, PartialEq, Eq)]
+pub struct VolumeMount<'a> {
+    device: &'a str,
+    path: &'a str,
+    readonly: bool,
+}
+
+/// The data disks `cmdline` names, in order; malformed ones are skipped.
+pub fn volumes(cmdline: &str) -> Vec<VolumeMount<'_>> {
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix(VOLUME_PARAM))
+        .filter_map(|v| {
+            let mut parts = v.split(':');
+            let (device, path, mode) = (parts.next()?, parts.next()?, parts.next().unwrap_or("rw"));
+            (device.starts_with("/dev/") && path.starts_with('/')).then_some(VolumeMount {
+                device,
+                path,
+                readonly: mode == "ro",
+            })
+        })
+        .collect()
+}
+
+/// Mounts the data disks `/proc/cmdline` names (ext4), after the root is in place. A volume
+/// that cannot be mounted is logged; the guest runs on without it.
+pub fn mount_volumes_from_cmdline() {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    for v in volumes(&cmdline) {
+        let deadline = Instant::now() + DEVICE_WAIT;
+        while !Path::new(v.device).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = std::fs::create_dir_all(v.path);
+        let flags = if v.readonly { MsFlags::MS_RDONLY } else { MsFlags::empty() };
+        let mut mounted = mount(Some(v.device), v.path, Some("ext4"), flags, None::<&str>);
+        if mounted.is_err() && v.readonly {
+            // A disk whose last user did not unmount it has a journal to replay, which a
+            // read-only device cannot do: mount what was checkpointed.
+            mounted = mount(Some(v.device), v.path, Some("ext4"), flags, Some("noload"));
+        }
+        match mounted {
+            Ok(()) => log::trace(&format!("mounted {} on {}", v.device, v.path)),
+            Err(e) => log::error(&format!("mount {} on {}: {e}", v.device, v.path)),
+        }
+    }
+}
+
+/// Unmounts the data disks and remounts a disk root read-only, before power-off: what is not
+/// unmounted cleanly leaves a journal to replay, and a read-only disk cannot replay it.
+pub fn unmount_all() {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    for v in volumes(&cmdline).iter().rev() {
+        if let Err(e) = nix::mount::umount(v.path) {
+            log::error(&format!("umount {}: {e}", v.path));
+            let _ = mount(None::<&str>, v.path, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>);
+        }
+    }
+    if root_device(&cmdline).is_some() {
+        let ro = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        if let Err(e) = mount(None::<&str>, "/", None::<&str>, ro, None::<&str>) {
+            log::error(&format!("remount / read-only: {e}"));
+        }
+    }
+}
+
 /// The root device `cmdline` names, if any.
 pub fn root_device(cmdline: &str) -> Option<&str> {
     cmdline.split_whitespace().rev().find_map(|w| w.strip_prefix(ROOT_PARAM)).filter(|d| d.starts_with("/dev/"))
@@ -136,6 +206,19 @@ mod tests {
         let bytes = std::fs::read(&img).unwrap();
         let sb: [u8; 1024] = bytes[1024..2048].try_into().unwrap();
         assert_eq!(ext4_size(&sb), Some((16384, 4096)));
+    }
+
+    #[test]
+    fn test_volumes_read_device_path_and_mode() {
+        let got =
+            volumes("quiet nestbox.volume=/dev/vdb:/data:ro nestbox.volume=/dev/vdc:/srv/x:rw nestbox.volume=bad");
+        assert_eq!(
+            got,
+            vec![
+                VolumeMount { device: "/dev/vdb", path: "/data", readonly: true },
+                VolumeMount { device: "/dev/vdc", path: "/srv/x", readonly: false },
+            ]
+        );
     }
 
     #[test]

@@ -75,6 +75,7 @@ fn main() {
         env: Vec::new(),
         workdir: None,
         user: None,
+        volumes: Vec::new(),
         disk: None,
     };
 

@@ -129,6 +129,10 @@ pub struct VmArgs {
     /// guest's root filesystem grows to fill it.
     #[arg(long, value_name = "SIZE", requires = "image", value_parser = parse_disk_size)]
     pub disk_size: Option<u32>,
+    /// A data disk: a disk image file (raw or qcow2, with ext4) mounted at GUEST_PATH, read-only
+    /// with `:ro` (repeatable).
+    #[arg(long = "volume", short = 'v', value_name = "PATH:GUEST_PATH[:ro]")]
+    pub volumes: Vec<nestbox_engine::Volume>,
 }
 
 /// `nestbox image …`.

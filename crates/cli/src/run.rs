@@ -33,6 +33,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             hypervisor: args.vm.hypervisor,
             hypervisor_binary: args.vm.hypervisor_bin,
             root_disk: None,
+            volumes: args.vm.volumes,
         },
         env: args.vm.env.into_iter().map(|e| (e.key, e.value)).collect(),
         workdir: args.workdir,

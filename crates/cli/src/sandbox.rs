@@ -46,6 +46,7 @@ pub fn config(vm: &VmArgs) -> SandboxConfig {
         env: vm.env.iter().map(|e| (e.key.clone(), e.value.clone())).collect(),
         workdir: None,
         user: None,
+        volumes: vm.volumes.clone(),
         disk: None,
     }
 }

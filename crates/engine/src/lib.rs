@@ -20,6 +20,6 @@ pub use error::EngineError;
 pub use home::Home;
 pub use run::{
     AgentStream, BootRequest, Launcher, Notify, Prepared, RunIo, RunOutcome, RunRequest, Runner, Sandbox, Teardown,
-    stream_exec,
+    Volume, stream_exec,
 };
 pub use sandbox::{CreateRequest, SandboxConfig, SandboxInfo, Sandboxes};

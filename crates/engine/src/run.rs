@@ -62,6 +62,48 @@ pub struct BootRequest {
     /// A disk (raw ext4, or a qcow2 overlay of one) to use as the guest's root filesystem: the
     /// agent switches to it from the initramfs (`nestbox.root=/dev/vda`).
     pub root_disk: Option<PathBuf>,
+    /// Data disks, mounted in the guest where each says.
+    pub volumes: Vec<Volume>,
+}
+
+/// A data disk: a file on the host (raw or qcow2, holding ext4) mounted at a path in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Volume {
+    /// The disk file.
+    pub path: PathBuf,
+    /// Where the guest mounts it (absolute; no whitespace or `:`).
+    pub guest_path: String,
+    /// Read-only, for the hypervisor and the guest.
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+impl std::str::FromStr for Volume {
+    type Err = String;
+
+    /// `PATH:GUEST_PATH[:ro|:rw]`; `PATH` must be an existing file.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split(':');
+        let (Some(path), Some(guest)) = (parts.next(), parts.next()) else {
+            return Err("expected PATH:GUEST_PATH[:ro]".into());
+        };
+        let readonly = match parts.next() {
+            None | Some("rw") => false,
+            Some("ro") => true,
+            Some(other) => return Err(format!("unknown mode {other:?}: expected ro or rw")),
+        };
+        if parts.next().is_some() {
+            return Err("expected PATH:GUEST_PATH[:ro]".into());
+        }
+        if !std::path::Path::new(path).is_file() {
+            return Err(format!("{path} is not a disk image file"));
+        }
+        if !guest.starts_with('/') || guest == "/" || guest.chars().any(char::is_whitespace) {
+            return Err(format!("the guest path {guest:?} must be absolute, not /, without spaces"));
+        }
+        let path = std::fs::canonicalize(path).map_err(|e| format!("{path}: {e}"))?;
+        Ok(Volume { path, guest_path: guest.to_owned(), readonly })
+    }
 }
 
 /// A request made ready to launch: a validated spec, the accelerator and the configured backend.
@@ -184,10 +226,13 @@ impl Runner {
             } => r,
             signal = cancel => Err(EngineError::Interrupted { signal }),
         };
-        // `run` keeps nothing of the VM (no disk outlives it), so there is nothing for the guest
-        // to flush: kill it rather than wait for an orderly power-off.
+        // Without disks `run` keeps nothing of the VM, so there is nothing for the guest to
+        // flush: kill it rather than wait for an orderly power-off. A disk that outlives the run
+        // (a volume) gets an orderly power-off, which unmounts it cleanly.
+        let keeps_disks = prepared.spec.devices.iter().any(|d| matches!(d, Device::VirtioBlk { .. }));
+        let mode = if keeps_disks { Teardown::Graceful } else { Teardown::Discard };
         if let Some(sandbox) = slot.take() {
-            sandbox.teardown(Teardown::Discard).await;
+            sandbox.teardown(mode).await;
         }
         result
     }
@@ -232,6 +277,17 @@ impl Runner {
         if let Some(disk) = &req.root_disk {
             devices.push(Device::VirtioBlk { id: ROOT_DISK_ID.into(), path: disk.clone(), readonly: false });
             cmdline.push_str(" nestbox.root=/dev/vda");
+        }
+        // Disks appear in the guest in device order: vda (the root, when there is one), vdb, …
+        for (i, volume) in req.volumes.iter().enumerate() {
+            let letter = char::from(b'a' + u8::try_from(devices.len()).unwrap_or(25).min(25));
+            devices.push(Device::VirtioBlk {
+                id: format!("vol{i}"),
+                path: volume.path.clone(),
+                readonly: volume.readonly,
+            });
+            let mode = if volume.readonly { "ro" } else { "rw" };
+            cmdline.push_str(&format!(" nestbox.volume=/dev/vd{letter}:{}:{mode}", volume.guest_path));
         }
         let spec = VmSpec {
             vcpus: req.vcpus,

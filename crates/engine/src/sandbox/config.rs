@@ -42,6 +42,9 @@ pub struct SandboxConfig {
     /// The user execs run as, when they name none (from the image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Data disks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::Volume>,
     /// The root disk, when the sandbox runs on an image rather than the default initramfs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskConfig>,
@@ -82,6 +85,7 @@ impl SandboxConfig {
             hypervisor: self.hypervisor,
             hypervisor_binary: self.hypervisor_binary.clone(),
             root_disk: self.disk.as_ref().map(|d| dir.join(&d.file)),
+            volumes: self.volumes.clone(),
         }
     }
 
@@ -108,6 +112,7 @@ mod tests {
             env: vec![("A".into(), "1".into())],
             workdir: None,
             user: None,
+            volumes: Vec::new(),
             disk: None,
         }
     }
