@@ -200,3 +200,29 @@ fn test_image_build_debian_runs_python() {
     ok(&home, &["image", "rm", "deb"]);
     home.assert_clean();
 }
+
+#[test]
+fn test_a_pull_that_fails_says_why_in_one_line_and_leaves_nothing() {
+    let home = Home::new();
+    // A loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let reference = format!("127.0.0.1:{port}/app/web:1");
+    let registry = format!("127.0.0.1:{port}");
+    let out = home.output(["image", "pull", "--insecure-registry", &registry, &reference]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&registry), "{err}");
+    let out = home.output(["image", "pull", "not a reference"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a reference"), "{}", stderr(&out));
+    let out = home.output(["image", "pull", "--platform", "plan9", "x/y:1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let rootfs = home.path().join("images/rootfs");
+    let left: Vec<_> = std::fs::read_dir(&rootfs)
+        .map(|d| {
+            d.filter_map(Result::ok).map(|e| e.file_name()).filter(|n| n != ".lock" && n != "names.json").collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a failed pull left {left:?}");
+}

@@ -145,6 +145,8 @@ pub enum ImageCommand {
     /// Import a directory, a tarball (plain, gzip, zstd), an OCI image layout or a `docker save`
     /// archive as an image.
     Import(ImageImportArgs),
+    /// Pull an image from an OCI registry: registry/repo:tag or registry/repo@sha256:….
+    Pull(ImagePullArgs),
     /// List images.
     Ls(ImageLsArgs),
     /// Show one image as JSON.
@@ -194,6 +196,30 @@ pub struct ImageImportArgs {
     /// The directory, tarball, layout or archive.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
+}
+
+/// `nestbox image pull`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct ImagePullArgs {
+    /// Name the image (repeatable; default: the reference without its registry).
+    #[arg(long = "name", short = 'n', value_name = "NAME")]
+    pub names: Vec<String>,
+    /// The platform to pick from a multi-platform image.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", default_value = "linux/amd64")]
+    pub platform: String,
+    /// A registry (host:port) spoken to over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure: Vec<String>,
+    /// User name for the registry; the password is read from $NESTBOX_REGISTRY_PASSWORD.
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
+    /// Refuse an image whose layers add up to more than this (e.g. 2G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_disk_size)]
+    pub max_size: Option<u32>,
+    /// The image reference.
+    #[arg(value_name = "REFERENCE")]
+    pub reference: String,
 }
 
 /// `nestbox image ls` and `prune`.

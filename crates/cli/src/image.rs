@@ -23,14 +23,32 @@ pub async fn image(cmd: ImageCommand) -> anyhow::Result<i32> {
             .await??;
             let _ = writeln!(out, "{}", meta.id);
         }
-        ImageCommand::Import(args) => {
-            let platform: nestbox_image::Platform = match args.platform.parse() {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("nestbox: invalid value {:?} for --platform: {e}", args.platform);
-                    crate::exit::exit(crate::exit::USAGE);
-                }
+        ImageCommand::Pull(args) => {
+            let platform = platform(&args.platform);
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let mut opts = nestbox_image::registry::PullOptions {
+                insecure_registries: args.insecure,
+                max_bytes: args.max_size.map(|m| u64::from(m) << 20),
+                ..Default::default()
             };
+            if let Some(user) = args.username {
+                let password = std::env::var("NESTBOX_REGISTRY_PASSWORD").unwrap_or_default();
+                opts.auth = Some((user, password));
+            }
+            if tty {
+                opts.progress = Some(Box::new(|p: nestbox_image::registry::PullProgress| {
+                    let short = &p.layer.hex()[..12];
+                    eprint!("\r\x1b[Knestbox: layer {short}: {} / {} MiB", p.done >> 20, p.total.div_ceil(1 << 20));
+                    if p.done == p.total {
+                        eprintln!();
+                    }
+                }));
+            }
+            let meta = images.pull(&args.reference, &platform, &opts, args.names).await?;
+            let _ = writeln!(out, "{}", meta.id);
+        }
+        ImageCommand::Import(args) => {
+            let platform = platform(&args.platform);
             if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
                 eprintln!("nestbox: importing {}", args.path.display());
             }
@@ -83,4 +101,15 @@ pub async fn image(cmd: ImageCommand) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `--platform`'s value, or a usage error naming it.
+fn platform(value: &str) -> nestbox_image::Platform {
+    match value.parse() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("nestbox: invalid value {value:?} for --platform: {e}");
+            crate::exit::exit(crate::exit::USAGE);
+        }
+    }
 }

@@ -81,6 +81,9 @@ pub enum EngineError {
     /// An image source could not be read or unpacked.
     #[error(transparent)]
     ImageSource(#[from] nestbox_image::SourceError),
+    /// A registry pull failed.
+    #[error(transparent)]
+    Registry(#[from] nestbox_image::registry::RegistryError),
     /// The image store refused or failed.
     #[error(transparent)]
     ImageStore(#[from] nestbox_image::store::StoreError),

@@ -47,6 +47,17 @@ impl ImageDefaults {
     }
 }
 
+/// The name a pulled image gets by default: the reference without its registry and digest
+/// (`docker.io/library/alpine:3.20` → `library/alpine:3.20`).
+fn default_name(reference: &str) -> String {
+    let no_digest = reference.split('@').next().unwrap_or(reference);
+    let path = match no_digest.split_once('/') {
+        Some((host, rest)) if host.contains('.') || host.contains(':') || host == "localhost" => rest,
+        _ => no_digest,
+    };
+    path.to_ascii_lowercase()
+}
+
 /// The images under one `$NESTBOX_HOME`.
 #[derive(Debug, Clone)]
 pub struct Images {
@@ -130,6 +141,44 @@ impl Images {
         self.store_root(&store, &root, work.path(), names, what, &defaults)
     }
 
+    /// Pulls `reference` (`registry/repo:tag` or `…@sha256:…`) for `platform` and stores it as
+    /// `names` (the reference itself when none are given).
+    pub async fn pull(
+        &self,
+        reference: &str,
+        platform: &nestbox_image::Platform,
+        opts: &nestbox_image::registry::PullOptions,
+        names: Vec<String>,
+    ) -> Result<ImageMeta, EngineError> {
+        let store = self.store()?;
+        let names = if names.is_empty() { vec![default_name(reference)] } else { names };
+        for name in &names {
+            nestbox_image::store::Reference::parse(name)?;
+        }
+        let work = tempfile::Builder::new()
+            .prefix(".pull-")
+            .tempdir_in(store.dir())
+            .map_err(EngineError::io("cannot make a pull directory"))?;
+        let layout = work.path().join("layout");
+        let digest = nestbox_image::registry::pull_to_layout(reference, platform, &layout, opts).await?;
+        let this = self.clone();
+        let source = format!("{reference} ({digest})");
+        let platform = platform.clone();
+        tokio::task::spawn_blocking(move || {
+            let imported = this.import(&layout, None, &platform, names);
+            drop(work);
+            imported.map(|mut meta| {
+                meta.source = source;
+                meta
+            })
+        })
+        .await
+        .map_err(|e| EngineError::Io {
+            context: "importing the pulled image".into(),
+            source: std::io::Error::other(e),
+        })?
+    }
+
     /// Injects the agent into `root`, builds its ext4 in `work` and stores it under the
     /// content hash of that ext4, with `names`.
     fn store_root(
@@ -200,5 +249,38 @@ impl Images {
             .filter_map(|sb| sb.config.and_then(|c| c.disk).map(|d| d.image))
             .collect();
         Ok(store.prune(|meta| used.contains(&meta.id))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_default_name_drops_the_registry_and_digest() {
+        assert_eq!(default_name("docker.io/library/alpine:3.20"), "library/alpine:3.20");
+        assert_eq!(default_name("127.0.0.1:5000/app/web:1"), "app/web:1");
+        assert_eq!(default_name("localhost/x"), "x");
+        assert_eq!(default_name("app/web@sha256:abc"), "app/web");
+        assert_eq!(default_name("Alpine"), "alpine");
+    }
+
+    #[test]
+    fn test_defaults_read_oci_and_our_own_keys() {
+        let meta = |config| ImageMeta {
+            id: "0".repeat(64),
+            names: vec![],
+            created_at_ms: 0,
+            size_bytes: 0,
+            source: String::new(),
+            config,
+        };
+        let oci = ImageDefaults::of(&meta(serde_json::json!({"Env": ["A=1"], "WorkingDir": "/w", "User": "u"})));
+        assert_eq!(
+            (oci.env_pairs(), oci.workdir.as_deref(), oci.user.as_deref()),
+            (vec![("A".into(), "1".into())], Some("/w"), Some("u"))
+        );
+        let ours = ImageDefaults::of(&meta(serde_json::json!({"env": ["B=2=3"], "cmd": ["sh"]})));
+        assert_eq!((ours.env_pairs(), ours.cmd), (vec![("B".into(), "2=3".into())], vec!["sh".to_owned()]));
     }
 }
