@@ -18,7 +18,7 @@ pub async fn image(cmd: ImageCommand) -> anyhow::Result<i32> {
                 eprintln!("nestbox: building {} from Debian {} (mmdebstrap; a minute or so)", args.name, args.suite);
             }
             let meta = tokio::task::spawn_blocking(move || {
-                images.build_debian(&args.name, &args.suite, args.mirror.as_deref(), tty)
+                images.build_debian(&args.name, &args.suite, args.mirror.as_deref(), tty).map_err(anyhow::Error::from)
             })
             .await??;
             let _ = writeln!(out, "{}", meta.id);
@@ -53,7 +53,7 @@ pub async fn image(cmd: ImageCommand) -> anyhow::Result<i32> {
                 eprintln!("nestbox: importing {}", args.path.display());
             }
             let meta = tokio::task::spawn_blocking(move || {
-                images.import(&args.path, args.reference.as_deref(), &platform, args.names)
+                images.import(&args.path, args.reference.as_deref(), &platform, args.names).map_err(anyhow::Error::from)
             })
             .await??;
             let _ = writeln!(out, "{}", meta.id);
