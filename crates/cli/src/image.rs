@@ -6,26 +6,34 @@ use nestbox_engine::Home;
 use nestbox_engine::images::Images;
 
 use crate::cli::{Format, ImageBuild, ImageCommand};
+use crate::progress::Progress;
 
 /// Runs one `image` subcommand.
 pub async fn image(cmd: ImageCommand) -> anyhow::Result<i32> {
-    let images = Images::new(Home::from_env());
-    let mut out = std::io::stdout().lock();
+    let progress = Progress::new();
+    let shown = progress.clone();
+    let images = Images::new(Home::from_env()).with_notify(std::sync::Arc::new(move |what: &str| shown.phase(what)));
+    let result = run(cmd, images, &progress).await;
+    // The display goes before the output, so the two never share a line.
+    progress.finish();
+    let _ = std::io::stdout().lock().write_all(result?.as_bytes());
+    Ok(0)
+}
+
+/// Does the work; returns what to print.
+async fn run(cmd: ImageCommand, images: Images, progress: &Progress) -> anyhow::Result<String> {
+    let mut out = Vec::new();
     match cmd {
         ImageCommand::Build(ImageBuild::Debian(args)) => {
-            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            if tty {
-                eprintln!("nestbox: building {} from Debian {} (mmdebstrap; a minute or so)", args.name, args.suite);
-            }
             let meta = tokio::task::spawn_blocking(move || {
-                images.build_debian(&args.name, &args.suite, args.mirror.as_deref(), tty).map_err(anyhow::Error::from)
+                // mmdebstrap's own chatter stays quiet: the phase lines say what happens.
+                images.build_debian(&args.name, &args.suite, args.mirror.as_deref(), false).map_err(anyhow::Error::from)
             })
             .await??;
             let _ = writeln!(out, "{}", meta.id);
         }
         ImageCommand::Pull(args) => {
             let platform = platform(&args.platform);
-            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let mut opts = nestbox_image::registry::PullOptions {
                 insecure_registries: args.insecure,
                 max_bytes: args.max_size.map(|m| u64::from(m) << 20),
@@ -35,23 +43,15 @@ pub async fn image(cmd: ImageCommand) -> anyhow::Result<i32> {
                 let password = std::env::var("NESTBOX_REGISTRY_PASSWORD").unwrap_or_default();
                 opts.auth = Some((user, password));
             }
-            if tty {
-                opts.progress = Some(Box::new(|p: nestbox_image::registry::PullProgress| {
-                    let short = &p.layer.hex()[..12];
-                    eprint!("\r\x1b[Knestbox: layer {short}: {} / {} MiB", p.done >> 20, p.total.div_ceil(1 << 20));
-                    if p.done == p.total {
-                        eprintln!();
-                    }
-                }));
-            }
+            let shown = progress.clone();
+            opts.progress = Some(Box::new(move |p: nestbox_image::registry::PullProgress| shown.layer(&p)));
+            progress.phase(&format!("pulling {}", args.reference));
             let meta = images.pull(&args.reference, &platform, &opts, args.names).await?;
             let _ = writeln!(out, "{}", meta.id);
         }
         ImageCommand::Import(args) => {
             let platform = platform(&args.platform);
-            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                eprintln!("nestbox: importing {}", args.path.display());
-            }
+
             let meta = tokio::task::spawn_blocking(move || {
                 images.import(&args.path, args.reference.as_deref(), &platform, args.names).map_err(anyhow::Error::from)
             })
@@ -100,7 +100,7 @@ pub async fn image(cmd: ImageCommand) -> anyhow::Result<i32> {
             }
         }
     }
-    Ok(0)
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// `--platform`'s value, or a usage error naming it.

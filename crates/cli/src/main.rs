@@ -10,6 +10,7 @@ mod exec;
 mod exit;
 mod image;
 mod info;
+mod progress;
 mod run;
 mod sandbox;
 

@@ -59,15 +59,34 @@ fn default_name(reference: &str) -> String {
 }
 
 /// The images under one `$NESTBOX_HOME`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Images {
     home: Home,
+    notify: Option<crate::Notify>,
+}
+
+impl std::fmt::Debug for Images {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Images").field("home", &self.home).finish_non_exhaustive()
+    }
 }
 
 impl Images {
     /// The images under `home`.
     pub fn new(home: Home) -> Self {
-        Self { home }
+        Self { home, notify: None }
+    }
+
+    /// Sends a line to `notify` as each phase of long work starts (unpacking, building ext4).
+    pub fn with_notify(mut self, notify: crate::Notify) -> Self {
+        self.notify = Some(notify);
+        self
+    }
+
+    fn phase(&self, what: &str) {
+        if let Some(notify) = &self.notify {
+            notify(what);
+        }
     }
 
     /// The store, created on first use.
@@ -93,6 +112,7 @@ impl Images {
             .tempdir_in(store.dir())
             .map_err(EngineError::io("cannot make a build directory"))?;
         let root = work.path().join("root");
+        self.phase(&format!("installing Debian {suite} with mmdebstrap"));
         debian::build_root(&root, suite, mirror, progress)?;
         let defaults = ImageDefaults {
             env: vec![format!("PATH={}", crate::guest::IMAGE_PATH)],
@@ -126,6 +146,7 @@ impl Images {
             .map_err(EngineError::io("cannot make a build directory"))?;
         let root = work.path().join("root");
         std::fs::create_dir(&root).map_err(EngineError::io(format!("cannot create {}", root.display())))?;
+        self.phase(&format!("unpacking {}", path.display()));
         let config = nestbox_image::unpack(&source, &root, platform)?;
         let defaults = ImageDefaults {
             env: config.env.clone(),
@@ -193,7 +214,10 @@ impl Images {
         let config = serde_json::to_value(defaults).expect("defaults serialize");
         ext4::inject_agent(root, agent_binary::AGENT, &config)?;
         let out = work.join("image.ext4");
+        let tree = ext4::measure_tree(root)?;
+        self.phase(&format!("building the ext4 image ({} MiB in {} files)", tree.bytes >> 20, tree.entries));
         ext4::build_ext4(root, &out, &Ext4Options::default())?;
+        self.phase("storing the image");
         let id = nestbox_image::digest::sha256_file(&out)
             .map_err(EngineError::io(format!("cannot read {}", out.display())))?
             .hex()

@@ -1,0 +1,72 @@
+//! Progress of long work (a pull, an unpack, an ext4 build): a spinner or a byte bar on a
+//! terminal, plain `nestbox: …` lines on stderr elsewhere.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use nestbox_image::registry::PullProgress;
+
+/// How often a spinner turns.
+const TICK: Duration = Duration::from_millis(120);
+
+/// The progress display of one command.
+#[derive(Clone)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    /// The layer the bar shows, so each new one restarts it.
+    layer: Arc<Mutex<Option<String>>>,
+}
+
+impl Progress {
+    /// A display for stderr: animated on a terminal, lines elsewhere.
+    pub fn new() -> Self {
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.enable_steady_tick(TICK);
+            bar
+        });
+        Self { bar, layer: Arc::new(Mutex::new(None)) }
+    }
+
+    /// A new phase of the work.
+    pub fn phase(&self, what: &str) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_style(ProgressStyle::default_spinner());
+                bar.set_length(0);
+                bar.set_message(what.to_owned());
+            }
+            None => eprintln!("nestbox: {what}"),
+        }
+    }
+
+    /// Bytes of a layer being pulled.
+    pub fn layer(&self, p: &PullProgress) {
+        let short = p.layer.hex()[..12].to_owned();
+        let mut current = self.layer.lock().unwrap_or_else(PoisonError::into_inner);
+        let new_layer = current.as_deref() != Some(short.as_str());
+        match &self.bar {
+            Some(bar) => {
+                if new_layer {
+                    let style = ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar());
+                    bar.set_style(style.progress_chars("=> "));
+                    bar.set_length(p.total);
+                    bar.set_message(format!("layer {short}"));
+                }
+                bar.set_position(p.done);
+            }
+            None if p.done == p.total => eprintln!("nestbox: pulled layer {short} ({} MiB)", p.total.div_ceil(1 << 20)),
+            None => {}
+        }
+        *current = Some(short);
+    }
+
+    /// Ends the display.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
