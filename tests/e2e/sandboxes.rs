@@ -222,7 +222,16 @@ fn test_gc_dry_run_lists_then_gc_removes_what_no_sandbox_owns() {
     run.kill().unwrap();
     run.wait().unwrap();
 
+    // An image build that died, and one that is still going (it holds its directory's lock).
+    let rootfs = home.path().join("images/rootfs");
+    std::fs::create_dir_all(rootfs.join(".import-dead/root")).unwrap();
+    std::fs::create_dir_all(rootfs.join(".pull-live")).unwrap();
+    let live = std::fs::File::open(rootfs.join(".pull-live")).unwrap();
+    assert!(nestbox_engine::images::try_flock(&live));
+
     let dry = ok(&home, &["gc", "--dry-run", "--grace", "0s"]);
+    assert!(dry.contains("an image build that died") && dry.contains(".import-dead"), "{dry}");
+    assert!(!dry.contains(".pull-live"), "a build in progress is not garbage: {dry}");
     assert!(dry.contains("would remove record"), "{dry}");
     assert!(dry.contains("never fully created"), "{dry}");
     assert!(dry.contains("nestbox run"), "{dry}");
@@ -236,6 +245,10 @@ fn test_gc_dry_run_lists_then_gc_removes_what_no_sandbox_owns() {
         serde_json::from_str(&ok(&home, &["gc", "--grace", "0s", "--format", "json"])).unwrap();
     assert!(removed.iter().any(|r| r["kind"] == "record"), "{removed:?}");
     assert!(ps(&home).is_empty());
+    assert!(!rootfs.join(".import-dead").exists());
+    assert!(rootfs.join(".pull-live").exists());
+    drop(live);
+    std::fs::remove_dir(rootfs.join(".pull-live")).unwrap();
     assert_eq!(ok(&home, &["gc", "--grace", "0s"]).trim(), "nothing to remove");
     home.assert_clean();
 }

@@ -47,6 +47,44 @@ impl ImageDefaults {
     }
 }
 
+/// Prefixes of the work directories image builds make in the store's directory; `gc` removes
+/// those whose lock nobody holds.
+pub const WORK_PREFIXES: [&str; 3] = [".import-", ".pull-", ".debian-"];
+
+/// A work directory in `store`, flocked while it lives so `gc` leaves it alone.
+struct WorkDir {
+    dir: tempfile::TempDir,
+    _lock: std::fs::File,
+}
+
+impl WorkDir {
+    fn new(store: &ImageStore, prefix: &str) -> Result<Self, EngineError> {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(store.dir())
+            .map_err(EngineError::io("cannot make a build directory"))?;
+        let lock = std::fs::File::open(dir.path()).map_err(EngineError::io("cannot open the build directory"))?;
+        if !try_flock(&lock) {
+            return Err(EngineError::Io {
+                context: format!("cannot lock {}", dir.path().display()),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(Self { dir, _lock: lock })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Takes an exclusive `flock` on `file` without waiting; whether it was taken.
+pub fn try_flock(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on an open descriptor has no memory effects.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
 /// The name a pulled image gets by default: the reference without its registry and digest
 /// (`docker.io/library/alpine:3.20` → `library/alpine:3.20`).
 fn default_name(reference: &str) -> String {
@@ -107,10 +145,7 @@ impl Images {
     ) -> Result<ImageMeta, EngineError> {
         let store = self.store()?;
         nestbox_image::store::Reference::parse(name)?;
-        let work = tempfile::Builder::new()
-            .prefix(".debian-")
-            .tempdir_in(store.dir())
-            .map_err(EngineError::io("cannot make a build directory"))?;
+        let work = WorkDir::new(&store, WORK_PREFIXES[2])?;
         let root = work.path().join("root");
         self.phase(&format!("installing Debian {suite} with mmdebstrap"));
         debian::build_root(&root, suite, mirror, progress)?;
@@ -140,10 +175,7 @@ impl Images {
         if let (nestbox_image::Source::OciLayout { reference: slot, .. }, Some(r)) = (&mut source, reference) {
             *slot = Some(r.to_owned());
         }
-        let work = tempfile::Builder::new()
-            .prefix(".import-")
-            .tempdir_in(store.dir())
-            .map_err(EngineError::io("cannot make a build directory"))?;
+        let work = WorkDir::new(&store, WORK_PREFIXES[0])?;
         let root = work.path().join("root");
         std::fs::create_dir(&root).map_err(EngineError::io(format!("cannot create {}", root.display())))?;
         self.phase(&format!("unpacking {}", path.display()));
@@ -176,10 +208,7 @@ impl Images {
         for name in &names {
             nestbox_image::store::Reference::parse(name)?;
         }
-        let work = tempfile::Builder::new()
-            .prefix(".pull-")
-            .tempdir_in(store.dir())
-            .map_err(EngineError::io("cannot make a pull directory"))?;
+        let work = WorkDir::new(&store, WORK_PREFIXES[1])?;
         let layout = work.path().join("layout");
         let digest = nestbox_image::registry::pull_to_layout(reference, platform, &layout, opts).await?;
         let this = self.clone();

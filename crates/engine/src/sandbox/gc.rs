@@ -129,6 +129,29 @@ pub fn collect(sandboxes: &Sandboxes, dry_run: bool, grace: Duration) -> Result<
         }
     }
 
+    // Image build directories whose builder died: nobody holds their lock.
+    if let Ok(entries) = std::fs::read_dir(sandboxes.home().rootfs_images()) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !crate::images::WORK_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(dir) = std::fs::File::open(&path) else { continue };
+            if !crate::images::try_flock(&dir) {
+                continue;
+            }
+            removed.push(Removal {
+                kind: "directory",
+                target: path.display().to_string(),
+                reason: "an image build that died".into(),
+            });
+            if !dry_run {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
+
     // Processes of sandboxes that are not running: those that name a sandbox directory (the
     // hypervisor), and shims, whose command line names the home and the id instead.
     let prefix = format!("{}/", sandboxes.home().sandboxes().display());
