@@ -29,6 +29,18 @@ fn assert_one_error_after_progress(err: &str, what: &str) {
     }
 }
 
+/// Asserts the image store holds no image and no leftover of one (its lock and name index
+/// may exist).
+fn assert_store_empty(home: &Home, after: &str) {
+    let rootfs = home.path().join("images/rootfs");
+    let left: Vec<_> = std::fs::read_dir(&rootfs)
+        .map(|d| {
+            d.filter_map(Result::ok).map(|e| e.file_name()).filter(|n| n != ".lock" && n != "names.json").collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{after} left {left:?}");
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
@@ -188,13 +200,7 @@ fn test_importing_something_that_is_not_an_image_fails_cleanly() {
     assert_one_error_after_progress(&stderr(&out), "is not an image");
     let out = home.output(["image", "import", "--name", "Bad Name", junk.to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0));
-    let rootfs = home.path().join("images/rootfs");
-    let left: Vec<_> = std::fs::read_dir(&rootfs)
-        .map(|d| {
-            d.filter_map(Result::ok).map(|e| e.file_name()).filter(|n| n != ".lock" && n != "names.json").collect()
-        })
-        .unwrap_or_default();
-    assert!(left.is_empty(), "a failed import left {left:?}");
+    assert_store_empty(&home, "a failed import");
 }
 
 /// The built-in Debian image: slow (a minute or so: mmdebstrap from the package mirror), so one
@@ -236,11 +242,5 @@ fn test_a_pull_that_fails_says_why_in_one_line_and_leaves_nothing() {
     assert!(stderr(&out).contains("not a reference"), "{}", stderr(&out));
     let out = home.output(["image", "pull", "--platform", "plan9", "x/y:1"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let rootfs = home.path().join("images/rootfs");
-    let left: Vec<_> = std::fs::read_dir(&rootfs)
-        .map(|d| {
-            d.filter_map(Result::ok).map(|e| e.file_name()).filter(|n| n != ".lock" && n != "names.json").collect()
-        })
-        .unwrap_or_default();
-    assert!(left.is_empty(), "a failed pull left {left:?}");
+    assert_store_empty(&home, "a failed pull");
 }

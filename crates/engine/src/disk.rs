@@ -29,12 +29,7 @@ pub enum OverlayKind {
 /// Makes `dest`, a disk for `backend` over `base`, of `size` bytes when given (at least the
 /// base's; the guest grows its filesystem to fill it).
 pub fn overlay(base: &Path, dest: &Path, backend: BackendKind, size: Option<u64>) -> Result<OverlayKind, EngineError> {
-    let base_len = std::fs::metadata(base).map_err(EngineError::io(format!("cannot find {}", base.display())))?.len();
-    if let Some(size) = size
-        && size < base_len
-    {
-        return Err(EngineError::DiskTooSmall { size, image: base_len });
-    }
+    check_size(base, size)?;
     match backend {
         BackendKind::Firecracker => {
             let kind = raw_copy(base, dest)?;
@@ -45,6 +40,15 @@ pub fn overlay(base: &Path, dest: &Path, backend: BackendKind, size: Option<u64>
             Ok(kind)
         }
         _ => qcow2(base, dest, size).map(|()| OverlayKind::Qcow2),
+    }
+}
+
+/// Refuses a disk `size` smaller than `base` (the image must fit).
+pub fn check_size(base: &Path, size: Option<u64>) -> Result<(), EngineError> {
+    let image = std::fs::metadata(base).map_err(EngineError::io(format!("cannot find {}", base.display())))?.len();
+    match size {
+        Some(size) if size < image => Err(EngineError::DiskTooSmall { size, image }),
+        _ => Ok(()),
     }
 }
 

@@ -42,7 +42,7 @@ mod stdin;
 
 pub use error::{Result, SuperviseError};
 pub use log::{CAPTURE_READ_BYTES, DEFAULT_LOG_RING_BYTES, SUBSCRIBER_BACKLOG_CHUNKS, Stream};
-pub use process::{ExitReport, Supervised};
+pub use process::{ExitReport, Supervised, parse_start_time};
 pub use socket::{SOCKET_POLL_INITIAL, SOCKET_POLL_MAX};
 pub use spawn::{CommandSpec, LogSpec, OsSpawner, Spawner, find_program};
 pub use stdin::{StdinMode, StdinWriter};

@@ -382,7 +382,7 @@ fn read_start_time(proc_root: &Path, pid: u32) -> std::io::Result<u64> {
 /// Extracts field 22 (`starttime`) from a `/proc/<pid>/stat` line. The command name (field 2)
 /// is in parentheses and may itself contain spaces and parentheses, so fields are counted from
 /// the last `)`.
-fn parse_start_time(stat: &str) -> Option<u64> {
+pub fn parse_start_time(stat: &str) -> Option<u64> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
     // After the name come field 3 (state) onwards; field 22 is the 20th of those.
     after_comm.split_ascii_whitespace().nth(19)?.parse().ok()

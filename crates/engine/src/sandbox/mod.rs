@@ -188,13 +188,9 @@ impl Sandboxes {
                 size_mib: req.disk_size_mib,
             });
         }
-        if let (Some(image), Some(mib)) = (&req.image, req.disk_size_mib) {
-            let image_len = std::fs::metadata(&image.base)
-                .map_err(EngineError::io(format!("cannot find {}", image.base.display())))?
-                .len();
-            if u64::from(mib) << 20 < image_len {
-                return Err(EngineError::DiskTooSmall { size: u64::from(mib) << 20, image: image_len });
-            }
+        // Refused before anything of the sandbox exists.
+        if let Some(image) = &req.image {
+            disk::check_size(&image.base, req.disk_size_mib.map(|m| u64::from(m) << 20))?;
         }
         let spec = serde_json::to_value(&config).expect("a config serializes");
         let record = store.insert(NewSandbox {

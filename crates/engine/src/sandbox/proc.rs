@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use nestbox_supervise::parse_start_time;
+
 /// A process, identified by pid and start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcessId {
@@ -40,11 +42,6 @@ impl ProcessId {
 /// The start time of `pid`, if it exists.
 pub fn start_time(pid: u32) -> Option<u64> {
     parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
-/// Field 22 (`starttime`), counted from the last `)` since the command name may contain spaces.
-fn parse_start_time(stat: &str) -> Option<u64> {
-    stat[stat.rfind(')')? + 1..].split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
 /// Field 3 (`state`).
