@@ -164,7 +164,7 @@ impl ApiError {
                 let text = error_body_text(body);
                 if text.is_empty() { format!("status {status}") } else { format!("status {status}: {text}") }
             }
-            other => error_chain(other),
+            other => other.chain(),
         }
     }
 
@@ -190,18 +190,6 @@ pub fn error_body_text(body: &str) -> String {
         Ok(chain) => chain.join(": "),
         Err(_) => body.trim().to_owned(),
     }
-}
-
-/// An error and its sources, `: `-joined.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The Cloud Hypervisor API on one socket.

@@ -244,7 +244,7 @@ pub fn api_error(e: HttpError) -> BackendError {
     let message = match &e {
         HttpError::Status { status, body, .. } => format!("{} (status {status})", fault_message(body)),
         other => {
-            let chain = error_chain(other);
+            let chain = other.chain();
             chain.strip_prefix(&format!("{request}: ")).map(str::to_owned).unwrap_or(chain)
         }
     };
@@ -257,17 +257,6 @@ pub fn fault_message(body: &str) -> String {
         Ok(crate::wire::Error { fault_message: Some(message) }) => message,
         _ => body.trim().to_owned(),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -98,6 +98,18 @@ impl HttpError {
         }
     }
 
+    /// The error and its causes, `: `-joined (the transport failure under a request, say).
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
     /// The server's body, when it answered outside 2xx or sent undecodable JSON.
     pub fn body(&self) -> Option<&str> {
         match self {
@@ -118,6 +130,12 @@ mod tests {
         assert_eq!(e.status(), Some(400));
         assert_eq!(e.body(), Some(body));
         assert_eq!(e.to_string(), format!("PUT /boot-source: status 400: {body}"));
+    }
+
+    #[test]
+    fn test_chain_joins_the_causes() {
+        let e = HttpError::Connect { socket: "/run/api.sock".into(), source: std::io::Error::other("refused") };
+        assert_eq!(e.chain(), "cannot connect to /run/api.sock: refused");
     }
 
     #[test]
