@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nestbox_backend::{
-    AGENT_VSOCK_PORT, AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, Console, ExitReport, VmDirs,
-    VmHandle, VmState,
+    AGENT_VSOCK_PORT, AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, ExitReport, VmDirs, VmHandle,
+    VmState,
 };
 use nestbox_model::VmSpec;
 use nestbox_supervise::{CommandSpec, LogSpec, OsSpawner, Spawner, Stream, SuperviseError, Supervised};
@@ -414,8 +414,9 @@ impl VmHandle for CloudHypervisorVm {
         }
     }
 
-    fn pid(&self) -> u32 {
-        self.child.pid()
+    /// Cloud Hypervisor; its stdin is a pseudo-terminal, as it reads serial input only from one.
+    fn process(&self) -> &Supervised {
+        &self.child
     }
 
     async fn pause_vcpus(&self) -> Result<(), BackendError> {
@@ -469,20 +470,6 @@ impl VmHandle for CloudHypervisorVm {
     async fn wait(&self) -> ExitReport {
         let report = self.child.wait().await;
         self.report_exit(report)
-    }
-
-    fn try_wait(&self) -> Option<ExitReport> {
-        self.child.try_wait()
-    }
-
-    fn console_tail(&self, lines: usize) -> Vec<String> {
-        self.child.log_tail(Stream::Stdout, lines)
-    }
-
-    /// The serial port: Cloud Hypervisor's stdout, and its stdin (a pseudo-terminal) for
-    /// keystrokes.
-    fn console(&self) -> Option<Console> {
-        Some(Console::from_stdio(&self.child))
     }
 }
 

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nestbox_backend::{
-    AGENT_VSOCK_PORT, AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, Console, ExitReport, VmDirs,
-    VmHandle, VmState,
+    AGENT_VSOCK_PORT, AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, ExitReport, VmDirs, VmHandle,
+    VmState,
 };
 use nestbox_model::VmSpec;
-use nestbox_supervise::{CommandSpec, LogSpec, OsSpawner, Spawner, Stream, Supervised};
+use nestbox_supervise::{CommandSpec, LogSpec, OsSpawner, Spawner, Supervised};
 
 use crate::client::FcClient;
 use crate::map::{MapError, MapOptions, Plan, Transport};
@@ -334,8 +334,9 @@ impl VmHandle for FirecrackerVm {
         self.crash()
     }
 
-    fn pid(&self) -> u32 {
-        self.child.pid()
+    /// Firecracker; its stdout also carries its own log lines when it has no log file.
+    fn process(&self) -> &Supervised {
+        &self.child
     }
 
     async fn pause_vcpus(&self) -> Result<(), BackendError> {
@@ -375,20 +376,6 @@ impl VmHandle for FirecrackerVm {
     async fn wait(&self) -> ExitReport {
         let report = self.child.wait().await;
         self.note_crash(report)
-    }
-
-    fn try_wait(&self) -> Option<ExitReport> {
-        self.child.try_wait()
-    }
-
-    fn console_tail(&self, lines: usize) -> Vec<String> {
-        self.child.log_tail(Stream::Stdout, lines)
-    }
-
-    /// The serial port: Firecracker's stdout (which also carries its own log lines when it has
-    /// no log file), and its stdin for keystrokes.
-    fn console(&self) -> Option<Console> {
-        Some(Console::from_stdio(&self.child))
     }
 }
 

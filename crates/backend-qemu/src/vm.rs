@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nestbox_backend::{
-    AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, Console, ExitReport, Operation, VmDirs, VmHandle,
-    VmState,
+    AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, ExitReport, Operation, VmDirs, VmHandle, VmState,
 };
 use nestbox_model::VmSpec;
 use nestbox_supervise::{CommandSpec, LogSpec, OsSpawner, Spawner, Stream, SuperviseError, Supervised};
@@ -189,8 +188,9 @@ impl VmHandle for QemuVm {
         &self.agent
     }
 
-    fn pid(&self) -> u32 {
-        self.child.pid()
+    /// QEMU, whose stdio is the serial port (`-chardev stdio`).
+    fn process(&self) -> &Supervised {
+        &self.child
     }
 
     async fn pause_vcpus(&self) -> Result<(), BackendError> {
@@ -245,19 +245,6 @@ impl VmHandle for QemuVm {
 
     async fn wait(&self) -> ExitReport {
         self.child.wait().await
-    }
-
-    fn try_wait(&self) -> Option<ExitReport> {
-        self.child.try_wait()
-    }
-
-    fn console_tail(&self, lines: usize) -> Vec<String> {
-        self.child.log_tail(Stream::Stdout, lines)
-    }
-
-    /// The serial port (`-chardev stdio`): QEMU's stdout, and its stdin for keystrokes.
-    fn console(&self) -> Option<Console> {
-        Some(Console::from_stdio(&self.child))
     }
 }
 

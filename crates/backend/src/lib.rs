@@ -86,8 +86,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 pub trait VmHandle: Send + Sync + std::fmt::Debug {
     /// Where the guest agent is reached.
     fn agent_endpoint(&self) -> &AgentEndpoint;
+    /// The hypervisor process: every backend runs its hypervisor as one supervised child whose
+    /// stdio is the guest's serial console.
+    fn process(&self) -> &nestbox_supervise::Supervised;
     /// The hypervisor's process id.
-    fn pid(&self) -> u32;
+    fn pid(&self) -> u32 {
+        self.process().pid()
+    }
     /// Pauses the vCPUs of a running VM; any other state is `InvalidState`. The state rule
     /// lives here, once; backends implement [`VmHandle::pause_vcpus`].
     async fn pause(&self) -> Result<(), BackendError> {
@@ -116,15 +121,19 @@ pub trait VmHandle: Send + Sync + std::fmt::Debug {
     /// Waits for the hypervisor process to end.
     async fn wait(&self) -> ExitReport;
     /// Returns immediately with the exit report if the hypervisor has ended.
-    fn try_wait(&self) -> Option<ExitReport>;
+    fn try_wait(&self) -> Option<ExitReport> {
+        self.process().try_wait()
+    }
     /// The last `lines` lines of the guest console.
-    fn console_tail(&self, lines: usize) -> Vec<String>;
+    fn console_tail(&self, lines: usize) -> Vec<String> {
+        self.process().log_tail(nestbox_supervise::Stream::Stdout, lines)
+    }
     /// The guest's serial console, live: a new subscription to what the guest writes to it from
     /// now on (what came before is in `console.log` and [`console_tail`](Self::console_tail)),
     /// and the way to type into its serial port. Each call is an independent subscription: one
-    /// per attached client. `None` where the backend has no such console.
+    /// per attached client: the hypervisor's stdout, and its stdin for keystrokes.
     fn console(&self) -> Option<Console> {
-        None
+        Some(Console::from_stdio(self.process()))
     }
     /// Once the hypervisor has ended: why, when it crashed — also when it exited 0 after a
     /// vCPU error, which its exit status alone does not tell. `None` while it runs, after a
