@@ -1,6 +1,7 @@
-//! `nestbox-agent`: the guest agent. PID 1 in the microVM (init mode), or a
-//! protocol server over stdin/stdout (`--stdio`), a Unix socket it connects to (`--socket`),
-//! or a Unix socket it listens on, one session per connection (`--listen-unix`).
+//! `nestbox-agent`: the guest agent. PID 1 in the microVM (init mode), a service started by
+//! the guest's own init (`--service`: cloud images, where cloud-init starts it from the seed
+//! disk), or a protocol server over stdin/stdout (`--stdio`), a Unix socket it connects to
+//! (`--socket`), or a Unix socket it listens on, one session per connection (`--listen-unix`).
 //!
 //! In init mode it serves the virtio-serial port named `nestbox.agent`, or, when the kernel
 //! command line has `nestbox.agent=vsock:<port>`, an AF_VSOCK listener on that port; with
@@ -39,9 +40,14 @@ pub const THREAD_STACK: usize = 256 * 1024;
 /// Pause between looks at a virtio port while no host is connected.
 const RECONNECT_POLL_MS: u8 = 10;
 
-const USAGE: &str = "usage: nestbox-agent [--stdio | --socket PATH | --listen-unix PATH]\n\
+const USAGE: &str = "usage: nestbox-agent [--service | --stdio | --socket PATH | --listen-unix PATH]\n\
     As PID 1 it initializes the guest and serves the virtio port named nestbox.agent,\n\
-    or AF_VSOCK when the kernel command line has nestbox.agent=vsock:PORT.";
+    or AF_VSOCK when the kernel command line has nestbox.agent=vsock:PORT.\n\
+    With --service it serves that port under the guest's own init, which powers the guest off.";
+
+/// What a service-mode agent runs when the host asks for a power-off: the guest's init
+/// shuts down in order (services stopped, disks unmounted).
+const SERVICE_POWEROFF: &[&str] = &["poweroff", "systemctl poweroff", "busybox poweroff"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
             }
         },
         ["--listen-unix", path] => listen_unix(path),
+        ["--service"] => service_main(),
         ["--version"] => {
             println!("nestbox-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -159,18 +166,64 @@ fn init_main() -> ! {
         }
     };
     log::trace("port open");
+    let e = serve_port(&port, &reaper, init::poweroff);
+    log::error(&format!("agent port: {e}"));
+    init::poweroff()
+}
+
+/// Serves one host connection after another on the virtio port, until a session ends in
+/// `guest.poweroff` (then `poweroff` runs) or the port fails (returned).
+fn serve_port(port: &impl AsFd, reaper: &Arc<Reaper>, poweroff: fn() -> !) -> String {
     loop {
-        wait_for_host(&port);
+        wait_for_host(port);
         log::trace("host connected");
-        match session::serve(port.as_fd(), port.as_fd(), Arc::clone(&reaper)) {
+        match session::serve(port.as_fd(), port.as_fd(), Arc::clone(reaper)) {
             EndReason::Disconnected => {}
-            EndReason::Poweroff => init::poweroff(),
-            EndReason::Fatal(e) => {
-                log::error(&format!("agent port: {e}"));
-                init::poweroff();
-            }
+            EndReason::Poweroff => poweroff(),
+            EndReason::Fatal(e) => return e.to_string(),
         }
     }
+}
+
+/// Service mode: the guest's init (systemd, through cloud-init) runs us; we serve the virtio
+/// port and leave the power-off to that init.
+fn service_main() -> ExitCode {
+    if std::env::var_os("PATH").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("PATH", exec::DEFAULT_PATH) };
+    }
+    let reaper = match Reaper::start() {
+        Ok(r) => r,
+        Err(e) => {
+            log::error(&format!("reaper: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let port = match init::open_agent_port() {
+        Ok(p) => p,
+        Err(e) => {
+            log::error(&format!("agent port: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let e = serve_port(&port, &reaper, service_poweroff);
+    log::error(&format!("agent port: {e}"));
+    ExitCode::FAILURE
+}
+
+/// Asks the guest's init to power off, and exits (the init stops us anyway).
+fn service_poweroff() -> ! {
+    nix::unistd::sync();
+    for command in SERVICE_POWEROFF {
+        let mut words = command.split_whitespace();
+        let Some(program) = words.next() else { continue };
+        let started = std::process::Command::new(program).args(words).stdin(std::process::Stdio::null()).status();
+        if started.is_ok_and(|s| s.success()) {
+            std::process::exit(0);
+        }
+    }
+    log::error("poweroff: no poweroff command worked");
+    std::process::exit(1)
 }
 
 /// Waits until the port stops reporting a hang-up, i.e. a host is connected.

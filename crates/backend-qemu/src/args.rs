@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nestbox_backend::{BackendError, BackendKind, Operation, VmDirs};
+use nestbox_backend::{BackendError, VmDirs};
 use nestbox_model::{Boot, Device, VmSpec};
 
 use crate::AGENT_PORT_NAME;
@@ -65,15 +65,48 @@ impl ToQemuArgs for Base {
     }
 }
 
-/// The `microvm` machine with ACPI (Debian's kernel finds virtio-mmio devices through it).
+/// The machine type: `microvm` for Linux direct boot, `q35` for firmware boot (UEFI needs PCI
+/// and the PC platform's flash and ACPI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MachineKind {
+    /// `microvm` with ACPI (Debian's kernel finds virtio-mmio devices through it).
+    Microvm,
+    /// `q35`, with virtio devices on PCI.
+    Q35,
+}
+
+impl MachineKind {
+    /// The machine that boots `boot`.
+    pub fn for_boot(boot: &Boot) -> Self {
+        match boot {
+            Boot::Linux { .. } => MachineKind::Microvm,
+            Boot::Firmware { .. } => MachineKind::Q35,
+        }
+    }
+
+    /// QEMU's name for the virtio device `base` (e.g. `virtio-blk`) on this machine's transport.
+    fn virtio(self, base: &str) -> String {
+        match self {
+            MachineKind::Microvm => format!("{base}-device"),
+            MachineKind::Q35 => format!("{base}-pci"),
+        }
+    }
+}
+
+/// The machine, accelerator and CPU model.
 #[derive(Debug)]
 struct Machine {
+    kind: MachineKind,
     accel: Accel,
 }
 
 impl ToQemuArgs for Machine {
     fn append(&self, argv: &mut Vec<String>) {
-        push(argv, "-machine", "microvm,acpi=on,rtc=on,x-option-roms=off");
+        let machine = match self.kind {
+            MachineKind::Microvm => "microvm,acpi=on,rtc=on,x-option-roms=off",
+            MachineKind::Q35 => "q35",
+        };
+        push(argv, "-machine", machine);
         push(argv, "-accel", self.accel.as_str());
         // KVM passes the host CPU through; TCG emulates the richest model it has.
         push(argv, "-cpu", if self.accel == Accel::Kvm { "host" } else { "max" });
@@ -112,6 +145,19 @@ impl ToQemuArgs for LinuxBoot {
     }
 }
 
+/// Firmware boot: a UEFI image (OVMF) as the machine's BIOS, which boots from the first disk.
+/// Its variables live in memory only: cloud images boot through the removable-media path.
+#[derive(Debug)]
+struct FirmwareBoot {
+    path: PathBuf,
+}
+
+impl ToQemuArgs for FirmwareBoot {
+    fn append(&self, argv: &mut Vec<String>) {
+        push(argv, "-bios", self.path.to_string_lossy());
+    }
+}
+
 /// QMP on a Unix socket that QEMU listens on.
 #[derive(Debug)]
 struct Qmp {
@@ -141,20 +187,29 @@ impl ToQemuArgs for Console {
 /// The guest agent's channel: a virtio-serial port backed by a Unix socket QEMU listens on.
 #[derive(Debug)]
 struct AgentPort {
+    machine: MachineKind,
     socket: PathBuf,
 }
 
 impl ToQemuArgs for AgentPort {
     fn append(&self, argv: &mut Vec<String>) {
-        push(argv, "-device", "virtio-serial-device,id=vser0,max_ports=2");
+        push(argv, "-device", format!("{},id=vser0,max_ports=2", self.machine.virtio("virtio-serial")));
         push(argv, "-chardev", format!("socket,id=agent,path={},server=on,wait=off", opt_value(&self.socket)));
         push(argv, "-device", format!("virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT_NAME}"));
     }
 }
 
-impl ToQemuArgs for Device {
+/// A device of the spec, on a machine.
+#[derive(Debug)]
+struct DeviceArgs<'a> {
+    machine: MachineKind,
+    device: &'a Device,
+}
+
+impl ToQemuArgs for DeviceArgs<'_> {
     fn append(&self, argv: &mut Vec<String>) {
-        match self {
+        let virtio = |base: &str| self.machine.virtio(base);
+        match self.device {
             Device::VirtioBlk { id, path, readonly } => {
                 let format = if is_qcow2(path) { "qcow2" } else { "raw" };
                 let ro = if *readonly { "on" } else { "off" };
@@ -166,29 +221,31 @@ impl ToQemuArgs for Device {
                         opt_value(path)
                     ),
                 );
-                push(argv, "-device", format!("virtio-blk-device,drive={id},id={id}"));
+                // The serial names the disk in the guest: /dev/disk/by-id/virtio-<id>.
+                push(argv, "-device", format!("{},drive={id},id={id},serial={id}", virtio("virtio-blk")));
             }
             Device::VirtioNet { id, tap, mac } => {
                 push(argv, "-netdev", format!("tap,id={id},ifname={tap},script=no,downscript=no"));
-                let mut dev = format!("virtio-net-device,netdev={id},id={id}");
+                let mut dev = format!("{},netdev={id},id={id}", virtio("virtio-net"));
                 if let Some(mac) = mac {
                     dev.push_str(&format!(",mac={mac}"));
                 }
                 push(argv, "-device", dev);
             }
-            Device::Vsock { cid, .. } => push(argv, "-device", format!("vhost-vsock-device,guest-cid={cid}")),
+            Device::Vsock { cid, .. } => push(argv, "-device", format!("{},guest-cid={cid}", virtio("vhost-vsock"))),
             Device::Balloon { deflate_on_oom, free_page_reporting } => push(
                 argv,
                 "-device",
                 format!(
-                    "virtio-balloon-device,deflate-on-oom={},free-page-reporting={}",
+                    "{},deflate-on-oom={},free-page-reporting={}",
+                    virtio("virtio-balloon"),
                     on_off(*deflate_on_oom),
                     on_off(*free_page_reporting)
                 ),
             ),
             Device::Rng => {
                 push(argv, "-object", "rng-random,id=rng0,filename=/dev/urandom");
-                push(argv, "-device", "virtio-rng-device,rng=rng0");
+                push(argv, "-device", format!("{},rng=rng0", virtio("virtio-rng")));
             }
             // Refused by the capability check before argv is built.
             Device::VirtioFs { .. } => {}
@@ -223,20 +280,19 @@ pub struct QemuArgs {
 impl QemuArgs {
     /// The whole argv (without the program) for `spec`, with sockets under `dirs`.
     pub fn build(&self, spec: &VmSpec, dirs: &VmDirs) -> Result<Vec<String>, BackendError> {
-        let boot = match &spec.boot {
+        let machine = MachineKind::for_boot(&spec.boot);
+        let boot: Box<dyn ToQemuArgs> = match &spec.boot {
             Boot::Linux { kernel, initrd, cmdline } => {
-                LinuxBoot { kernel: kernel.clone(), initrd: initrd.clone(), cmdline: self.cmdline(cmdline) }
+                Box::new(LinuxBoot { kernel: kernel.clone(), initrd: initrd.clone(), cmdline: self.cmdline(cmdline) })
             }
-            Boot::Firmware { .. } => {
-                return Err(BackendError::Unsupported { backend: BackendKind::Qemu, op: Operation::FirmwareBoot });
-            }
+            Boot::Firmware { path } => Box::new(FirmwareBoot { path: path.clone() }),
         };
         let mut argv = Vec::new();
         let groups: Vec<Box<dyn ToQemuArgs>> = vec![
             Box::new(Base { name: self.name.clone() }),
-            Box::new(Machine { accel: self.accel }),
+            Box::new(Machine { kind: machine, accel: self.accel }),
             Box::new(Resources { vcpus: spec.vcpus, memory_mib: spec.memory_mib }),
-            Box::new(boot),
+            boot,
             Box::new(Qmp { socket: dirs.api_socket() }),
             Box::new(Console),
         ];
@@ -244,10 +300,10 @@ impl QemuArgs {
             group.append(&mut argv);
         }
         if self.agent {
-            AgentPort { socket: dirs.agent_socket() }.append(&mut argv);
+            AgentPort { machine, socket: dirs.agent_socket() }.append(&mut argv);
         }
         for device in &spec.devices {
-            device.append(&mut argv);
+            DeviceArgs { machine, device }.append(&mut argv);
         }
         Ok(argv)
     }
@@ -281,11 +337,35 @@ mod tests {
         assert_eq!(args(Accel::Kvm).cmdline("quiet"), "quiet");
     }
 
+    fn has(argv: &[String], flag: &str, value: &str) -> bool {
+        argv.windows(2).any(|w| w[0] == flag && w[1] == value)
+    }
+
     #[test]
-    fn test_firmware_boot_is_unsupported() {
-        let spec = VmSpec { vcpus: 1, memory_mib: 128, boot: Boot::Firmware { path: "/fw".into() }, devices: vec![] };
-        let err = args(Accel::Tcg).build(&spec, &VmDirs::new("/d")).unwrap_err();
-        assert!(matches!(err, BackendError::Unsupported { op: Operation::FirmwareBoot, .. }), "{err}");
+    fn test_firmware_boot_uses_q35_the_firmware_and_pci_devices() {
+        let disk = Device::VirtioBlk { id: "root".into(), path: "/d/root.qcow2".into(), readonly: false };
+        let spec =
+            VmSpec { vcpus: 1, memory_mib: 128, boot: Boot::Firmware { path: "/fw.fd".into() }, devices: vec![disk] };
+        let argv = args(Accel::Tcg).build(&spec, &VmDirs::new("/d")).unwrap();
+        assert!(has(&argv, "-machine", "q35"), "{argv:?}");
+        assert!(has(&argv, "-bios", "/fw.fd"), "{argv:?}");
+        assert!(has(&argv, "-device", "virtio-blk-pci,drive=root,id=root,serial=root"), "{argv:?}");
+        assert!(has(&argv, "-device", "virtio-serial-pci,id=vser0,max_ports=2"), "{argv:?}");
+        assert!(!argv.iter().any(|a| a == "-kernel" || a == "-append" || a.contains("-device,")), "{argv:?}");
+    }
+
+    #[test]
+    fn test_linux_boot_uses_microvm_and_mmio_devices() {
+        let spec = VmSpec {
+            vcpus: 1,
+            memory_mib: 128,
+            boot: Boot::Linux { kernel: "/k".into(), initrd: None, cmdline: String::new() },
+            devices: vec![Device::Rng],
+        };
+        let argv = args(Accel::Tcg).build(&spec, &VmDirs::new("/d")).unwrap();
+        assert!(argv.iter().any(|a| a.starts_with("microvm,")), "{argv:?}");
+        assert!(has(&argv, "-device", "virtio-rng-device,rng=rng0"), "{argv:?}");
+        assert!(!argv.iter().any(|a| a == "-bios"), "{argv:?}");
     }
 
     #[test]

@@ -78,6 +78,7 @@ impl QemuBackend {
         let capabilities = Capabilities {
             operations: vec![
                 Operation::Pause,
+                Operation::FirmwareBoot,
                 Operation::DeviceBlock,
                 Operation::DeviceNet,
                 Operation::DeviceVsock,
