@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what nestbox needs on a Debian or Ubuntu host, skipping what is already there:
-# QEMU (the hypervisor that runs here) and qemu-img (copy-on-write disks), a guest kernel when /boot has none, a static busybox
+# QEMU (the hypervisor that runs here) and qemu-img (copy-on-write disks), OVMF (UEFI firmware
+# for cloud images), a guest kernel when /boot has none, a static busybox
 # (the default image's userland), e2fsprogs (ext4 images), libclang (bindgen), docker-registry (a real OCI
 # registry for the registry-pull tests), and
 # cargo-nextest (the test runner). Safe to run again.
@@ -19,6 +20,11 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v file >/dev/null || need+=(file)
 command -v docker-registry >/dev/null || need+=(docker-registry)
+# Cloud images: UEFI firmware for QEMU, and the tools the test suite builds a cloud image with.
+[ -e /usr/share/ovmf/OVMF.fd ] || need+=(ovmf)
+command -v sfdisk >/dev/null || need+=(fdisk)
+command -v mkfs.vfat >/dev/null || need+=(dosfstools)
+command -v mcopy >/dev/null || need+=(mtools)
 
 # A guest kernel: any /boot/vmlinuz-* with its modules will do.
 have_kernel=no

@@ -139,6 +139,13 @@ pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     found
 }
 
+/// Runs `nestbox ARGS`, asserts it succeeded and returns its stdout.
+pub fn ok(home: &Home, args: &[&str]) -> String {
+    let out = home.output(args);
+    assert!(out.status.success(), "nestbox {args:?}: {:?}\n{}", out.status, stderr(&out));
+    stdout(&out)
+}
+
 /// stdout as text.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -169,6 +176,7 @@ pub async fn boot_sandbox_with(home: &Home, root_disk: Option<PathBuf>) -> nestb
             hypervisor_binary: None,
             root_disk,
             volumes: Vec::new(),
+            cloud: None,
         })
         .await
         .unwrap();

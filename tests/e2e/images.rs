@@ -6,14 +6,8 @@ use std::path::Path;
 
 use sha2::Digest as _;
 
-use crate::common::{Home, stderr, stdout};
+use crate::common::{Home, ok, stderr, stdout};
 use crate::require_vm;
-
-fn ok(home: &Home, args: &[&str]) -> String {
-    let out = home.output(args);
-    assert!(out.status.success(), "nestbox {args:?}: {:?}\n{}", out.status, stderr(&out));
-    stdout(&out)
-}
 
 /// Progress lines (plain, as stderr is not a terminal) say what happened before the error; the
 /// error is the last line, one line, naming `what`.

@@ -5,6 +5,7 @@
 //! of passing silently. `make test` installs all three. Each test gets its own `NESTBOX_HOME`;
 //! the kernel, image and probe caches are shared through symlinks so each is built once.
 
+mod cloud;
 mod common;
 mod concurrency;
 mod doctor;

@@ -59,7 +59,9 @@ async fn test_sandboxes_boot_on_an_ext4_root_each_with_its_own_overlay() {
     let home = Home::new();
     let (disk_a, disk_b) = (work.path().join("a.qcow2"), work.path().join("b.qcow2"));
     for disk in [&disk_a, &disk_b] {
-        let kind = nestbox_engine::disk::overlay(&base, disk, BackendKind::Qemu, None).unwrap();
+        let kind =
+            nestbox_engine::disk::overlay(&nestbox_engine::disk::Base::raw(&base), disk, BackendKind::Qemu, None)
+                .unwrap();
         assert_eq!(kind, nestbox_engine::disk::OverlayKind::Qcow2);
     }
 

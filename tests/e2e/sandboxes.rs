@@ -5,14 +5,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::{Home, stderr, stdout};
+use crate::common::{Home, ok, stderr, stdout};
 use crate::require_vm;
-
-fn ok(home: &Home, args: &[&str]) -> String {
-    let out = home.output(args);
-    assert!(out.status.success(), "nestbox {args:?}: {:?}\n{}", out.status, stderr(&out));
-    stdout(&out)
-}
 
 fn ps(home: &Home) -> Vec<serde_json::Value> {
     serde_json::from_str(&ok(home, &["ps", "-a", "--format", "json"])).unwrap()

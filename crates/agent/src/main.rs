@@ -188,6 +188,9 @@ fn serve_port(port: &impl AsFd, reaper: &Arc<Reaper>, poweroff: fn() -> !) -> St
 /// Service mode: the guest's init (systemd, through cloud-init) runs us; we serve the virtio
 /// port and leave the power-off to that init.
 fn service_main() -> ExitCode {
+    // The guest's console shows kernel messages: failures are seen there, not only in a journal.
+    log::use_kmsg();
+    log::enable_trace_from_cmdline();
     if std::env::var_os("PATH").is_none() {
         // SAFETY: no other thread exists yet.
         unsafe { std::env::set_var("PATH", exec::DEFAULT_PATH) };

@@ -35,7 +35,8 @@ fn main() {
         for i in 0..runs {
             let dest = work.path().join(format!("overlay-{size}-{i}.qcow2"));
             times.push(time(|| {
-                nestbox_engine::disk::overlay(&base, &dest, BackendKind::Qemu, None).unwrap();
+                nestbox_engine::disk::overlay(&nestbox_engine::disk::Base::raw(&base), &dest, BackendKind::Qemu, None)
+                    .unwrap();
             }));
         }
         let m = median(&mut times);

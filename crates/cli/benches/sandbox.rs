@@ -77,6 +77,8 @@ fn main() {
         user: None,
         volumes: Vec::new(),
         disk: None,
+        firmware: None,
+        ssh_keys: Vec::new(),
     };
 
     // (b)

@@ -101,9 +101,9 @@ pub struct VmArgs {
     /// Set an environment variable for commands (repeatable).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<EnvVar>,
-    /// How long the guest may take to boot.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
-    pub boot_timeout: Duration,
+    /// How long the guest may take to boot [default: 60s; 300s for a cloud image].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub boot_timeout: Option<Duration>,
     /// Guest kernel: a bzImage or an ELF vmlinux with a PVH note.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
@@ -133,7 +133,18 @@ pub struct VmArgs {
     /// with `:ro` (repeatable).
     #[arg(long = "volume", short = 'v', value_name = "PATH:GUEST_PATH[:ro]")]
     pub volumes: Vec<nestbox_engine::Volume>,
+    /// UEFI firmware for a cloud image (default: OVMF from the ovmf package for QEMU; Cloud
+    /// Hypervisor's CLOUDHV.fd or hypervisor-fw).
+    #[arg(long, value_name = "PATH", requires = "image")]
+    pub firmware: Option<PathBuf>,
+    /// An SSH public key for a cloud image's cloud-init to authorize: the key itself or a file
+    /// of keys (repeatable).
+    #[arg(long = "ssh-key", value_name = "KEY|FILE", requires = "image")]
+    pub ssh_keys: Vec<String>,
 }
+
+/// How long a guest may take to boot when `--boot-timeout` is not given.
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `nestbox image …`.
 #[derive(Debug, Subcommand)]

@@ -65,12 +65,13 @@ async fn run(cmd: ImageCommand, images: Images, progress: &Progress) -> anyhow::
                     let _ = writeln!(out, "{}", serde_json::to_string_pretty(&list)?);
                 }
                 Format::Table => {
-                    let _ = writeln!(out, "{:<14}  {:<30}  {:>9}  SOURCE", "ID", "NAMES", "SIZE");
+                    let _ = writeln!(out, "{:<14}  {:<30}  {:<11}  {:>9}  SOURCE", "ID", "NAMES", "KIND", "SIZE");
                     for m in list {
                         let names = if m.names.is_empty() { "<none>".to_owned() } else { m.names.join(",") };
                         let size = format!("{}M", m.size_bytes >> 20);
-                        let _ =
-                            writeln!(out, "{:<14}  {names:<30}  {size:>9}  {}", &m.id[..12.min(m.id.len())], m.source);
+                        let id = &m.id[..12.min(m.id.len())];
+                        let kind = m.kind.to_string();
+                        let _ = writeln!(out, "{id:<14}  {names:<30}  {kind:<11}  {size:>9}  {}", m.source);
                     }
                 }
             }

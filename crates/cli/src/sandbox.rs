@@ -42,13 +42,19 @@ pub fn config(vm: &VmArgs) -> SandboxConfig {
         kernel: vm.kernel.clone(),
         kernel_args: vm.kernel_args.clone(),
         accel: vm.accel,
-        boot_timeout_ms: u64::try_from(vm.boot_timeout.as_millis()).unwrap_or(u64::MAX),
+        boot_timeout_ms: millis(vm.boot_timeout.unwrap_or(crate::cli::DEFAULT_BOOT_TIMEOUT)),
         env: vm.env.iter().map(|e| (e.key.clone(), e.value.clone())).collect(),
         workdir: None,
         user: None,
         volumes: vm.volumes.clone(),
         disk: None,
+        firmware: vm.firmware.clone(),
+        ssh_keys: Vec::new(),
     }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `KEY=VALUE` labels, each checked.
@@ -74,6 +80,14 @@ fn create_request(vm: &VmArgs, name: Option<String>, raw_labels: &[String]) -> a
         config.env = env;
         config.workdir = defaults.workdir.filter(|w| !w.is_empty());
         config.user = defaults.user.filter(|u| !u.is_empty());
+        if choice.kind.is_cloud() {
+            config.ssh_keys = nestbox_engine::cloud::read_ssh_keys(&vm.ssh_keys)?;
+            if vm.boot_timeout.is_none() {
+                config.boot_timeout_ms = millis(nestbox_engine::cloud::DEFAULT_BOOT_TIMEOUT);
+            }
+        } else if !vm.ssh_keys.is_empty() || vm.firmware.is_some() {
+            usage(&format!("--ssh-key and --firmware are for cloud images; {reference} is a root filesystem image"));
+        }
         image = Some(choice);
     }
     Ok(CreateRequest { name, config, labels: labels(raw_labels)?, image, disk_size_mib: vm.disk_size })

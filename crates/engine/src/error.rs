@@ -75,6 +75,43 @@ pub enum EngineError {
         /// The image's size, bytes.
         image: u64,
     },
+    /// No UEFI firmware was found to boot a cloud image with.
+    #[error(
+        "no UEFI firmware for {hypervisor} to boot the cloud image (looked for {}): {}",
+        searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        if *hypervisor == nestbox_backend::BackendKind::Qemu { "install the ovmf package, or pass --firmware PATH" } else { "pass --firmware PATH" }
+    )]
+    FirmwareNotFound {
+        /// The hypervisor.
+        hypervisor: nestbox_backend::BackendKind,
+        /// Where it was looked for.
+        searched: Vec<PathBuf>,
+    },
+    /// `--firmware` names no file.
+    #[error("invalid value for --firmware: {} is not a file", path.display())]
+    FirmwareMissing {
+        /// What was given.
+        path: PathBuf,
+    },
+    /// An `--ssh-key` is neither a public key nor a file of them.
+    #[error("invalid value for --ssh-key {value:?}: {reason}")]
+    SshKey {
+        /// What was given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A cloud-init seed could not be written.
+    #[error(transparent)]
+    Seed(#[from] nestbox_seed::SeedError),
+    /// A disk image cannot be imported as a cloud image.
+    #[error("cannot import {path} as a cloud image: {reason}")]
+    CloudImage {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
     /// A root filesystem image could not be built.
     #[error(transparent)]
     Rootfs(#[from] nestbox_image::ext4::Ext4Error),

@@ -6,6 +6,7 @@
 
 pub mod accel;
 pub mod agent_binary;
+pub mod cloud;
 pub mod disk;
 pub mod doctor;
 pub mod error;

@@ -64,6 +64,9 @@ pub struct BootRequest {
     pub root_disk: Option<PathBuf>,
     /// Data disks, mounted in the guest where each says.
     pub volumes: Vec<Volume>,
+    /// The root disk is a cloud image, booted by firmware with a cloud-init seed, rather than
+    /// a root filesystem our initramfs switches to.
+    pub cloud: Option<crate::cloud::CloudBoot>,
 }
 
 /// A data disk: a file on the host (raw or qcow2, holding ext4) mounted at a path in the guest.
@@ -240,7 +243,8 @@ impl Runner {
     /// Boots a prepared VM and waits for its agent. If this future is dropped part-way,
     /// whatever was started is killed and removed.
     pub async fn boot(&self, prepared: &Prepared) -> Result<Sandbox, EngineError> {
-        let mut sandbox = Sandbox { dirs: self.create_dir()?, vm: None, agent: None };
+        let firmware = matches!(prepared.spec.boot, Boot::Firmware { .. });
+        let mut sandbox = Sandbox { dirs: self.create_dir()?, vm: None, agent: None, firmware };
         let backend = prepared.launcher.backend();
         let vm = sandbox.vm.insert(backend.launch(&prepared.spec, &sandbox.dirs).await?);
         tracing::debug!(pid = vm.pid(), "hypervisor up");
@@ -268,32 +272,16 @@ impl Runner {
         .await
         .map_err(|e| EngineError::Io { context: "preparing the guest".into(), source: std::io::Error::other(e) })??;
         let kernel_info = kernel.clone();
-        let mut cmdline = DEFAULT_CMDLINE.to_owned();
-        for arg in &req.kernel_args {
-            cmdline.push(' ');
-            cmdline.push_str(arg);
-        }
-        let mut devices = Vec::new();
-        if let Some(disk) = &req.root_disk {
-            devices.push(Device::VirtioBlk { id: ROOT_DISK_ID.into(), path: disk.clone(), readonly: false });
-            cmdline.push_str(" nestbox.root=/dev/vda");
-        }
-        // Disks appear in the guest in device order: vda (the root, when there is one), vdb, …
-        for (i, volume) in req.volumes.iter().enumerate() {
-            let letter = char::from(b'a' + u8::try_from(devices.len()).unwrap_or(25).min(25));
-            devices.push(Device::VirtioBlk {
-                id: format!("vol{i}"),
-                path: volume.path.clone(),
-                readonly: volume.readonly,
-            });
-            let mode = if volume.readonly { "ro" } else { "rw" };
-            cmdline.push_str(&format!(" nestbox.volume=/dev/vd{letter}:{}:{mode}", volume.guest_path));
-        }
-        let spec = VmSpec {
-            vcpus: req.vcpus,
-            memory_mib: req.memory_mib,
-            boot: Boot::Linux { kernel: kernel.vmlinux, initrd: Some(image.path), cmdline },
-            devices,
+        let spec = match &req.cloud {
+            None => direct_boot_spec(req, kernel.vmlinux, image.path),
+            Some(cloud) => {
+                let firmware = crate::cloud::firmware(req.hypervisor, cloud.firmware.as_deref())?;
+                let (seed, volumes) = (cloud.seed.clone(), req.volumes.clone());
+                tokio::task::spawn_blocking(move || crate::cloud::write_seed(&seed, &volumes)).await.map_err(
+                    |e| EngineError::Io { context: "writing the seed".into(), source: std::io::Error::other(e) },
+                )??;
+                firmware_boot_spec(req, firmware, &cloud.seed.path)
+            }
         };
         spec.validate()?;
         let explicit = req.hypervisor_binary.as_deref();
@@ -353,6 +341,48 @@ impl Runner {
             .map_err(EngineError::io(format!("cannot create {}", dirs.root().display())))?;
         Ok(dirs)
     }
+}
+
+/// A VM booted by our kernel and initramfs, which switches to the root disk when there is one
+/// and mounts the volumes the command line names.
+fn direct_boot_spec(req: &BootRequest, kernel: PathBuf, initrd: PathBuf) -> VmSpec {
+    let mut cmdline = DEFAULT_CMDLINE.to_owned();
+    for arg in &req.kernel_args {
+        cmdline.push(' ');
+        cmdline.push_str(arg);
+    }
+    let mut devices = Vec::new();
+    if let Some(disk) = &req.root_disk {
+        devices.push(Device::VirtioBlk { id: ROOT_DISK_ID.into(), path: disk.clone(), readonly: false });
+        cmdline.push_str(" nestbox.root=/dev/vda");
+    }
+    // Disks appear in the guest in device order: vda (the root, when there is one), vdb, …
+    for (i, volume) in req.volumes.iter().enumerate() {
+        let letter = char::from(b'a' + u8::try_from(devices.len()).unwrap_or(25).min(25));
+        devices.push(Device::VirtioBlk { id: format!("vol{i}"), path: volume.path.clone(), readonly: volume.readonly });
+        let mode = if volume.readonly { "ro" } else { "rw" };
+        cmdline.push_str(&format!(" nestbox.volume=/dev/vd{letter}:{}:{mode}", volume.guest_path));
+    }
+    VmSpec {
+        vcpus: req.vcpus,
+        memory_mib: req.memory_mib,
+        boot: Boot::Linux { kernel, initrd: Some(initrd), cmdline },
+        devices,
+    }
+}
+
+/// A cloud image booted by `firmware`: the root disk, the seed, then the volumes (cloud-init
+/// mounts them by their serials, `vol0`, `vol1`, …).
+fn firmware_boot_spec(req: &BootRequest, firmware: PathBuf, seed: &std::path::Path) -> VmSpec {
+    let mut devices = Vec::new();
+    if let Some(disk) = &req.root_disk {
+        devices.push(Device::VirtioBlk { id: ROOT_DISK_ID.into(), path: disk.clone(), readonly: false });
+    }
+    devices.push(Device::VirtioBlk { id: crate::cloud::SEED_DISK_ID.into(), path: seed.to_path_buf(), readonly: true });
+    for (i, volume) in req.volumes.iter().enumerate() {
+        devices.push(Device::VirtioBlk { id: format!("vol{i}"), path: volume.path.clone(), readonly: volume.readonly });
+    }
+    VmSpec { vcpus: req.vcpus, memory_mib: req.memory_mib, boot: Boot::Firmware { path: firmware }, devices }
 }
 
 /// The package that provides a backend's binary.
@@ -491,6 +521,8 @@ pub struct Sandbox {
     dirs: VmDirs,
     vm: Option<Box<dyn VmHandle>>,
     agent: Option<AgentClient>,
+    /// Booted by firmware (a cloud image): its own init powers it off, on the ACPI button.
+    firmware: bool,
 }
 
 impl Sandbox {
@@ -544,6 +576,7 @@ impl Sandbox {
                 }
             }
             let powered_off = match (mode, self.agent.take()) {
+                (Teardown::Graceful, _) if self.firmware => vm.shutdown(POWEROFF_GRACE).await.success(),
                 (Teardown::Graceful, Some(agent)) => {
                     agent.poweroff().await.is_ok() && tokio::time::timeout(POWEROFF_GRACE, vm.wait()).await.is_ok()
                 }

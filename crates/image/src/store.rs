@@ -1,8 +1,11 @@
 //! Images by content in one directory (the caller passes e.g. `$NESTBOX_HOME/images/rootfs`).
 //!
 //! ```text
-//! <dir>/<id>.ext4       the image; never replaced once there (overlays name it as their base)
-//! <dir>/<id>.json       its metadata: the commit point of its existence
+//! <dir>/<id>.ext4       a root filesystem image; never replaced once there (overlays name it
+//!                       as their base)
+//! <dir>/<id>.raw        a cloud image (a whole disk booted by firmware), raw
+//! <dir>/<id>.qcow2      … or qcow2, as it was imported
+//! <dir>/<id>.json       its metadata, the kind included: the commit point of its existence
 //! <dir>/names.json      every name (`name:tag`) → id, one file so a name moves atomically
 //! <dir>/.lock           flock(2) taken by every writer, across processes
 //! <dir>/.build-*/       a build in progress (see [`ImageStore::put`]), flocked by its builder
@@ -29,8 +32,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// Extension of image files.
+/// Extension of root filesystem images.
 pub const IMAGE_EXTENSION: &str = "ext4";
+/// Extensions of every kind of image file.
+const IMAGE_EXTENSIONS: [&str; 3] = [IMAGE_EXTENSION, "raw", "qcow2"];
 /// Extension of metadata files.
 pub const META_EXTENSION: &str = "json";
 /// The names index.
@@ -239,11 +244,62 @@ impl FromStr for Reference {
     }
 }
 
+/// What an image is, which decides how a sandbox boots it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageKind {
+    /// An ext4 root filesystem with the agent injected: the default initramfs switches to it.
+    #[default]
+    Rootfs,
+    /// A whole raw disk (partition table, bootloader, root) booted by UEFI firmware; cloud-init
+    /// starts the agent from the sandbox's seed disk.
+    CloudRaw,
+    /// The same, as qcow2.
+    CloudQcow2,
+}
+
+impl ImageKind {
+    /// The image file's extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ImageKind::Rootfs => IMAGE_EXTENSION,
+            ImageKind::CloudRaw => "raw",
+            ImageKind::CloudQcow2 => "qcow2",
+        }
+    }
+
+    /// Whether it boots through firmware (a cloud image).
+    pub fn is_cloud(self) -> bool {
+        self != ImageKind::Rootfs
+    }
+
+    /// The disk format QEMU and qemu-img know it by.
+    pub fn disk_format(self) -> &'static str {
+        match self {
+            ImageKind::Rootfs | ImageKind::CloudRaw => "raw",
+            ImageKind::CloudQcow2 => "qcow2",
+        }
+    }
+}
+
+impl fmt::Display for ImageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ImageKind::Rootfs => "rootfs",
+            ImageKind::CloudRaw => "cloud-raw",
+            ImageKind::CloudQcow2 => "cloud-qcow2",
+        })
+    }
+}
+
 /// A stored image, as `list`, `resolve` and `inspect` show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageMeta {
     /// SHA-256 (hex) of the source's identity.
     pub id: String,
+    /// What it is.
+    #[serde(default)]
+    pub kind: ImageKind,
     /// Its names, `name:tag`, sorted.
     pub names: Vec<String>,
     /// When it was stored, in ms since the Unix epoch.
@@ -261,6 +317,8 @@ pub struct ImageMeta {
 pub struct NewImage {
     /// SHA-256 (hex) of the source's identity.
     pub id: String,
+    /// What it is.
+    pub kind: ImageKind,
     /// Names to give it (`name[:tag]`); each moves here from any image that had it.
     pub names: Vec<String>,
     /// Where it came from, for people.
@@ -273,6 +331,8 @@ pub struct NewImage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct StoredMeta {
     id: String,
+    #[serde(default)]
+    kind: ImageKind,
     created_at_ms: u64,
     size_bytes: u64,
     source: String,
@@ -355,9 +415,19 @@ impl ImageStore {
         &self.dir
     }
 
-    /// `<dir>/<id>.ext4`.
+    /// `<dir>/<id>.ext4`, the file of a root filesystem image.
     pub fn image_path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.{IMAGE_EXTENSION}"))
+        self.file_path(id, ImageKind::Rootfs)
+    }
+
+    /// The file of the image `id` of `kind`.
+    pub fn file_path(&self, id: &str, kind: ImageKind) -> PathBuf {
+        self.dir.join(format!("{id}.{}", kind.extension()))
+    }
+
+    /// The file of a stored image.
+    pub fn path_of(&self, image: &ImageMeta) -> PathBuf {
+        self.file_path(&image.id, image.kind)
     }
 
     /// `<dir>/<id>.json`.
@@ -424,9 +494,9 @@ impl ImageStore {
     }
 
     fn with_names(stored: StoredMeta, names: &NamesFile) -> ImageMeta {
-        let StoredMeta { id, created_at_ms, size_bytes, source, config } = stored;
+        let StoredMeta { id, kind, created_at_ms, size_bytes, source, config } = stored;
         let names = names.names.iter().filter(|(_, to)| **to == id).map(|(name, _)| name.clone()).collect();
-        ImageMeta { id, names, created_at_ms, size_bytes, source, config }
+        ImageMeta { id, kind, names, created_at_ms, size_bytes, source, config }
     }
 
     /// The image with this full id, if stored.
@@ -501,7 +571,7 @@ impl ImageStore {
         names.iter().map(|n| Reference::parse(n).map(|r| r.to_string())).collect()
     }
 
-    /// Moves the finished image `ext4` (on the store's filesystem) into the store under
+    /// Moves the finished image file `ext4` (on the store's filesystem) into the store under
     /// `new.id`, records its metadata and gives it `new.names`. If the id is already stored, the
     /// stored image stays (overlays use it) and `ext4` is deleted; the names still move.
     pub fn import(&self, ext4: &Path, new: NewImage) -> Result<ImageMeta, StoreError> {
@@ -512,7 +582,7 @@ impl ImageStore {
             fs::remove_file(ext4).map_err(io_err("cannot remove", ext4))?;
         } else {
             let size_bytes = fs::metadata(ext4).map_err(io_err("cannot stat", ext4))?.len();
-            let image = self.image_path(&new.id);
+            let image = self.file_path(&new.id, new.kind);
             match fs::rename(ext4, &image) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
@@ -522,6 +592,7 @@ impl ImageStore {
             }
             let stored = StoredMeta {
                 id: new.id.clone(),
+                kind: new.kind,
                 created_at_ms: now_ms(),
                 size_bytes,
                 source: new.source,
@@ -617,18 +688,18 @@ impl ImageStore {
         }
         let _lock = self.lock()?;
         let image = self.get(id)?.ok_or_else(|| StoreError::NotFound { reference: id.to_owned() })?;
-        self.remove_locked(id)?;
+        self.remove_locked(&image)?;
         self.write_names(self.read_names()?)?;
         Ok(image)
     }
 
-    /// Deletes `<id>.json` (the commit point), then `<id>.ext4`. Called under the lock; the
+    /// Deletes `<id>.json` (the commit point), then the image file. Called under the lock; the
     /// caller rewrites the names.
-    fn remove_locked(&self, id: &str) -> Result<(), StoreError> {
-        let meta = self.meta_path(id);
+    fn remove_locked(&self, image: &ImageMeta) -> Result<(), StoreError> {
+        let meta = self.meta_path(&image.id);
         fs::remove_file(&meta).map_err(io_err("cannot remove", &meta))?;
         sync_dir(&self.dir);
-        let image = self.image_path(id);
+        let image = self.path_of(image);
         match fs::remove_file(&image) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -644,14 +715,16 @@ impl ImageStore {
         let mut removed = Vec::new();
         for image in self.list()? {
             if image.names.is_empty() && !keep(&image) {
-                self.remove_locked(&image.id)?;
+                self.remove_locked(&image)?;
                 removed.push(image);
             }
         }
         self.write_names(self.read_names()?)?;
-        for id in self.ids_with(IMAGE_EXTENSION)? {
-            if !self.meta_path(&id).exists() {
-                let _ = fs::remove_file(self.image_path(&id));
+        for extension in IMAGE_EXTENSIONS {
+            for id in self.ids_with(extension)? {
+                if !self.meta_path(&id).exists() {
+                    let _ = fs::remove_file(self.dir.join(format!("{id}.{extension}")));
+                }
             }
         }
         for entry in fs::read_dir(&self.dir).map_err(io_err("cannot list", &self.dir))? {
@@ -686,6 +759,7 @@ mod tests {
     fn new(id: &str, names: &[&str]) -> NewImage {
         NewImage {
             id: id.to_owned(),
+            kind: ImageKind::Rootfs,
             names: names.iter().map(|n| n.to_string()).collect(),
             source: format!("test {id}"),
             config: serde_json::json!({"Cmd": ["sh"]}),
@@ -888,6 +962,7 @@ mod tests {
         // live build (its builder holds the flock) that must survive.
         let orphan = id('d');
         fs::write(store.image_path(&orphan), "orphan").unwrap();
+        fs::write(store.file_path(&id('e'), ImageKind::CloudQcow2), "orphan").unwrap();
         fs::write(dir.path().join(format!("{TMP_PREFIX}1-names.json")), "{").unwrap();
         fs::create_dir(dir.path().join(format!("{BUILD_PREFIX}dead"))).unwrap();
         let live = store.build_dir().unwrap();
@@ -997,5 +1072,29 @@ mod tests {
         assert_eq!(meta.size_bytes, fs::metadata(store.image_path(&id('a'))).unwrap().len());
         assert!(meta.size_bytes > 3 << 20);
         assert_eq!(entries(store.dir()).len(), 4, "{:?}", entries(store.dir()));
+    }
+
+    #[test]
+    fn test_a_cloud_image_keeps_its_kind_and_file_through_list_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let file = dir.path().join("incoming.qcow2");
+        fs::write(&file, b"QFI\xfbdisk").unwrap();
+        let stored =
+            store.import(&file, NewImage { kind: ImageKind::CloudQcow2, ..new(&id('c'), &["cloud"]) }).unwrap();
+        assert_eq!(stored.kind, ImageKind::CloudQcow2);
+        assert_eq!(store.path_of(&stored), dir.path().join(format!("{}.qcow2", id('c'))));
+        assert_eq!(fs::read(store.path_of(&stored)).unwrap(), b"QFI\xfbdisk");
+        assert_eq!(store.resolve("cloud").unwrap().kind, ImageKind::CloudQcow2);
+        store.remove(&stored.id, &[]).unwrap();
+        assert!(!store.path_of(&stored).exists());
+        assert_eq!(entries(dir.path()), [".lock".to_owned(), NAMES_FILE.to_owned()]);
+    }
+
+    #[test]
+    fn test_metadata_written_before_kinds_existed_reads_as_rootfs() {
+        let old = r#"{"id":"x","created_at_ms":1,"size_bytes":2,"source":"s","config":{}}"#;
+        let meta: StoredMeta = serde_json::from_str(old).unwrap();
+        assert_eq!(meta.kind, ImageKind::Rootfs);
     }
 }

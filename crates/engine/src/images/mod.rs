@@ -1,15 +1,18 @@
 //! Images for sandboxes' root disks, under `$NESTBOX_HOME/images/rootfs`: building them
 //! ([`debian`]), importing them from what `nestbox-image` reads, and naming, listing and
-//! removing them. Every image gets the guest agent at `/.nestbox/agent` and its config at
-//! `/.nestbox/image.json`; the guest boots the default initramfs, which switches to the image
-//! (`nestbox.root=/dev/vda`), so any image works unchanged.
+//! removing them. Every root filesystem image gets the guest agent at `/.nestbox/agent` and its
+//! config at `/.nestbox/image.json`; the guest boots the default initramfs, which switches to
+//! the image (`nestbox.root=/dev/vda`), so any image works unchanged.
+//!
+//! A cloud image (a whole disk, raw or qcow2) is stored as it is and booted by firmware; its
+//! sandboxes get the agent through their cloud-init seed (see [`crate::cloud`]).
 
 pub mod debian;
 
 use std::path::Path;
 
 use nestbox_image::ext4::{self, Ext4Options};
-use nestbox_image::store::{ImageMeta, ImageStore, NewImage};
+use nestbox_image::store::{ImageKind, ImageMeta, ImageStore, NewImage};
 use serde::{Deserialize, Serialize};
 
 use crate::sandbox::{ImageChoice, Sandboxes};
@@ -49,7 +52,7 @@ impl ImageDefaults {
 
 /// Prefixes of the work directories image builds make in the store's directory; `gc` removes
 /// those whose lock nobody holds.
-pub const WORK_PREFIXES: [&str; 3] = [".import-", ".pull-", ".debian-"];
+pub const WORK_PREFIXES: [&str; 4] = [".import-", ".pull-", ".debian-", ".cloud-"];
 
 /// A work directory in `store`, flocked while it lives so `gc` leaves it alone.
 struct WorkDir {
@@ -159,7 +162,8 @@ impl Images {
     }
 
     /// Imports `path` (a directory, a tarball, an OCI image layout or a `docker save` archive;
-    /// `reference` picks an image of a layout by its ref name) for `platform`, as `names`.
+    /// `reference` picks an image of a layout by its ref name) for `platform`, as `names`. A
+    /// cloud image (a qcow2 or partitioned raw disk) is stored as it is.
     pub fn import(
         &self,
         path: &Path,
@@ -170,6 +174,9 @@ impl Images {
         let store = self.store()?;
         for name in &names {
             nestbox_image::store::Reference::parse(name)?;
+        }
+        if let Some(kind) = crate::cloud::detect(path) {
+            return self.import_cloud(&store, path, kind, names);
         }
         let mut source = nestbox_image::Source::detect(path)?;
         if let (nestbox_image::Source::OciLayout { reference: slot, .. }, Some(r)) = (&mut source, reference) {
@@ -229,6 +236,33 @@ impl Images {
         })?
     }
 
+    /// Stores the cloud image `path` of `kind` as it is, under the hash of its content.
+    fn import_cloud(
+        &self,
+        store: &ImageStore,
+        path: &Path,
+        kind: ImageKind,
+        names: Vec<String>,
+    ) -> Result<ImageMeta, EngineError> {
+        let refuse = |reason: String| EngineError::CloudImage { path: path.to_path_buf(), reason };
+        if kind == ImageKind::CloudQcow2 {
+            check_standalone_qcow2(path).map_err(refuse)?;
+        }
+        let work = WorkDir::new(store, WORK_PREFIXES[3])?;
+        let copy = work.path().join("disk");
+        self.phase(&format!("copying the cloud image {}", path.display()));
+        crate::disk::raw_copy(path, &copy)?;
+        self.phase("hashing the cloud image");
+        let id = nestbox_image::digest::sha256_file(&copy)
+            .map_err(EngineError::io(format!("cannot read {}", copy.display())))?
+            .hex()
+            .to_owned();
+        self.phase("storing the image");
+        let source = format!("{} (cloud image, {})", path.display(), kind.disk_format());
+        let new = NewImage { id, kind, names, source, config: serde_json::json!({}) };
+        Ok(store.import(&copy, new)?)
+    }
+
     /// Injects the agent into `root`, builds its ext4 in `work` and stores it under the
     /// content hash of that ext4, with `names`.
     fn store_root(
@@ -251,7 +285,7 @@ impl Images {
             .map_err(EngineError::io(format!("cannot read {}", out.display())))?
             .hex()
             .to_owned();
-        Ok(store.import(&out, NewImage { id, names, source, config })?)
+        Ok(store.import(&out, NewImage { id, kind: ImageKind::Rootfs, names, source, config })?)
     }
 
     /// The image `reference` names (a name, `name:tag`, or an id prefix).
@@ -265,7 +299,12 @@ impl Images {
         let meta = store.resolve(reference)?;
         let defaults = ImageDefaults::of(&meta);
         Ok((
-            ImageChoice { id: meta.id.clone(), name: Some(reference.to_owned()), base: store.image_path(&meta.id) },
+            ImageChoice {
+                id: meta.id.clone(),
+                name: Some(reference.to_owned()),
+                base: store.path_of(&meta),
+                kind: meta.kind,
+            },
             defaults,
         ))
     }
@@ -305,6 +344,34 @@ impl Images {
     }
 }
 
+/// Refuses a qcow2 file that needs another file (a backing file, an external data file): the
+/// store keeps single files.
+fn check_standalone_qcow2(path: &Path) -> Result<(), String> {
+    let Some(qemu_img) = nestbox_supervise::find_program("qemu-img") else {
+        return Err("qemu-img is needed to read qcow2 images: install qemu-utils".into());
+    };
+    let out = std::process::Command::new(qemu_img)
+        .args(["info", "--output=json", "-f", "qcow2"])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("cannot run qemu-img: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("not a readable qcow2 image: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let info: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("unexpected qemu-img output: {e}"))?;
+    if let Some(backing) = info["backing-filename"].as_str() {
+        return Err(format!(
+            "it has a backing file ({backing}); flatten it first with qemu-img convert -O qcow2 {} OUT",
+            path.display()
+        ));
+    }
+    if info["format-specific"]["data"]["data-file"].is_string() {
+        return Err("it keeps its data in an external file; flatten it first with qemu-img convert".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +389,7 @@ mod tests {
     fn test_defaults_read_oci_and_our_own_keys() {
         let meta = |config| ImageMeta {
             id: "0".repeat(64),
+            kind: ImageKind::Rootfs,
             names: vec![],
             created_at_ms: 0,
             size_bytes: 0,

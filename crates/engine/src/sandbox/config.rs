@@ -48,6 +48,12 @@ pub struct SandboxConfig {
     /// The root disk, when the sandbox runs on an image rather than the default initramfs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskConfig>,
+    /// The UEFI firmware a cloud image boots with, when given explicitly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<PathBuf>,
+    /// SSH public keys a cloud image's cloud-init authorizes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_keys: Vec<String>,
 }
 
 /// A sandbox's root disk: its own copy-on-write disk over an image.
@@ -55,6 +61,9 @@ pub struct SandboxConfig {
 pub struct DiskConfig {
     /// The image's id.
     pub image: String,
+    /// What the image is: a root filesystem, or a cloud image booted by firmware.
+    #[serde(default)]
+    pub kind: nestbox_image::store::ImageKind,
     /// The name it was asked for by, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_name: Option<String>,
@@ -70,9 +79,26 @@ pub struct DiskConfig {
 /// The kernel argument that gives the guest a shell on its serial console (`nestbox console`).
 pub const CONSOLE_SHELL_ARG: &str = "nestbox.console=shell";
 
+/// The file a cloud image sandbox's seed disk is written to, in its directory.
+pub const SEED_FILE: &str = "seed.img";
+
 impl SandboxConfig {
-    /// The boot request for one start of the sandbox whose directory is `dir`.
-    pub fn boot_request(&self, dir: &std::path::Path) -> BootRequest {
+    /// Whether the sandbox boots a cloud image through firmware.
+    pub fn is_cloud(&self) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.kind.is_cloud())
+    }
+
+    /// The boot request for one start of the sandbox `id` named `name`, whose directory is `dir`.
+    pub fn boot_request(&self, dir: &std::path::Path, id: &str, name: &str) -> BootRequest {
+        let cloud = self.is_cloud().then(|| crate::cloud::CloudBoot {
+            firmware: self.firmware.clone(),
+            seed: crate::cloud::SeedRequest {
+                path: dir.join(SEED_FILE),
+                instance_id: id.to_owned(),
+                hostname: crate::cloud::hostname_for(name),
+                ssh_keys: self.ssh_keys.clone(),
+            },
+        });
         let mut kernel_args = vec![CONSOLE_SHELL_ARG.to_owned()];
         kernel_args.extend(self.kernel_args.iter().cloned());
         BootRequest {
@@ -86,6 +112,7 @@ impl SandboxConfig {
             hypervisor_binary: self.hypervisor_binary.clone(),
             root_disk: self.disk.as_ref().map(|d| dir.join(&d.file)),
             volumes: self.volumes.clone(),
+            cloud,
         }
     }
 
@@ -114,6 +141,8 @@ mod tests {
             user: None,
             volumes: Vec::new(),
             disk: None,
+            firmware: None,
+            ssh_keys: Vec::new(),
         }
     }
 
@@ -128,10 +157,34 @@ mod tests {
 
     #[test]
     fn test_boot_request_adds_the_console_shell_before_user_arguments() {
-        let req = config().boot_request(std::path::Path::new("/sb"));
+        let req = config().boot_request(std::path::Path::new("/sb"), "id1", "web_1");
         assert_eq!(req.root_disk, None);
+        assert_eq!(req.cloud, None);
         assert_eq!(req.kernel_args, vec![CONSOLE_SHELL_ARG.to_owned(), "quiet".into()]);
         assert_eq!(req.boot_timeout, Duration::from_secs(30));
         assert_eq!((req.vcpus, req.memory_mib), (2, 256));
+    }
+
+    #[test]
+    fn test_a_cloud_image_boots_with_a_seed_named_for_the_sandbox() {
+        let mut c = config();
+        c.disk = Some(DiskConfig {
+            image: "i".into(),
+            kind: nestbox_image::store::ImageKind::CloudQcow2,
+            image_name: None,
+            overlay: crate::disk::OverlayKind::Qcow2,
+            file: "root.qcow2".into(),
+            size_mib: None,
+        });
+        c.ssh_keys = vec!["ssh-ed25519 AAAA k".into()];
+        let req = c.boot_request(std::path::Path::new("/sb"), "id1", "web_1");
+        let cloud = req.cloud.unwrap();
+        assert_eq!(cloud.seed.path, std::path::Path::new("/sb").join(SEED_FILE));
+        assert_eq!((cloud.seed.instance_id.as_str(), cloud.seed.hostname.as_str()), ("id1", "web-1"));
+        assert_eq!(cloud.seed.ssh_keys, c.ssh_keys);
+        assert_eq!(req.root_disk.as_deref(), Some(std::path::Path::new("/sb/root.qcow2")));
+        // Records written before kinds existed are root filesystems.
+        let old = serde_json::json!({"image": "i", "overlay": "qcow2", "file": "root.qcow2"});
+        assert!(!serde_json::from_value::<DiskConfig>(old).unwrap().kind.is_cloud());
     }
 }

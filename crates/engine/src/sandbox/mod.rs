@@ -90,8 +90,10 @@ pub struct ImageChoice {
     pub id: String,
     /// The name it was asked for by.
     pub name: Option<String>,
-    /// Its ext4 file.
+    /// Its file.
     pub base: PathBuf,
+    /// What it is.
+    pub kind: nestbox_image::store::ImageKind,
 }
 
 /// A sandbox as the CLI shows it: the record, its configuration and its files.
@@ -178,6 +180,7 @@ impl Sandboxes {
             // The kind is settled once the disk exists; the record says which image it is from.
             config.disk = Some(DiskConfig {
                 image: image.id.clone(),
+                kind: image.kind,
                 image_name: image.name.clone(),
                 overlay: if config.hypervisor == nestbox_backend::BackendKind::Firecracker {
                     disk::OverlayKind::SparseCopy
@@ -190,7 +193,12 @@ impl Sandboxes {
         }
         // Refused before anything of the sandbox exists.
         if let Some(image) = &req.image {
-            disk::check_size(&image.base, req.disk_size_mib.map(|m| u64::from(m) << 20))?;
+            let base = disk::Base { path: &image.base, format: image.kind.disk_format() };
+            disk::check_size(&base, req.disk_size_mib.map(|m| u64::from(m) << 20))?;
+            if image.kind.is_cloud() {
+                crate::cloud::check_hypervisor(config.hypervisor)?;
+                crate::cloud::firmware(config.hypervisor, config.firmware.as_deref())?;
+            }
         }
         let spec = serde_json::to_value(&config).expect("a config serializes");
         let record = store.insert(NewSandbox {
@@ -238,7 +246,8 @@ impl Sandboxes {
         fault::point("create.dir");
         if let (Some(image), Some(disk)) = (image, config.disk.as_mut()) {
             let size = disk.size_mib.map(|m| u64::from(m) << 20);
-            let kind = disk::overlay(&image.base, &dir.join(&disk.file), config.hypervisor, size)?;
+            let base = disk::Base { path: &image.base, format: image.kind.disk_format() };
+            let kind = disk::overlay(&base, &dir.join(&disk.file), config.hypervisor, size)?;
             if kind != disk.overlay {
                 disk.overlay = kind;
                 store.set_spec(id, &serde_json::to_value(&*config).expect("a config serializes"))?;

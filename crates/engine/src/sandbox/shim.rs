@@ -56,7 +56,7 @@ pub async fn run(home: Home, id: &str) -> Result<(), EngineError> {
         source: std::io::Error::other(e),
     })?;
     fault::point("shim.booting");
-    let booted = match boot(&home, &config, &dir).await {
+    let booted = match boot(&home, &config, &dir, id.as_str(), record.name.as_str()).await {
         Ok(booted) => booted,
         Err((e, vm)) => {
             let reason = one_line(&e.to_string());
@@ -83,6 +83,7 @@ pub async fn run(home: Home, id: &str) -> Result<(), EngineError> {
         ending: Mutex::new(None),
         finalized,
         in_flight: AtomicUsize::new(0),
+        firmware: config.is_cloud(),
     });
     let control = bind(&dir.join(files::CONTROL_SOCKET))?;
     let server = tokio::spawn(control::serve(control, handler.clone()));
@@ -173,9 +174,11 @@ async fn boot(
     home: &Home,
     config: &SandboxConfig,
     dir: &Path,
+    id: &str,
+    name: &str,
 ) -> Result<Booted, (EngineError, Option<Arc<dyn VmHandle>>)> {
     let runner = Runner::new(home.clone());
-    let prepared = runner.prepare(&config.boot_request(dir)).await.map_err(|e| (e, None))?;
+    let prepared = runner.prepare(&config.boot_request(dir, id, name)).await.map_err(|e| (e, None))?;
     let backend = prepared.launcher.backend();
     let vm: Arc<dyn VmHandle> =
         Arc::from(backend.launch(&prepared.spec, &VmDirs::new(dir)).await.map_err(|e| (EngineError::from(e), None))?);
@@ -265,6 +268,8 @@ struct ShimHandler {
     ending: Mutex<Option<Ending>>,
     finalized: watch::Receiver<bool>,
     in_flight: AtomicUsize,
+    /// A cloud image: stopped by its ACPI power button, which its own init answers.
+    firmware: bool,
 }
 
 impl ShimHandler {
@@ -280,11 +285,15 @@ impl ShimHandler {
         }
     }
 
-    /// Asks the guest to power off; kills the VM after `grace`. Returns how it exited.
+    /// Asks the guest to power off (through the agent, or the ACPI power button for a cloud
+    /// image); kills the VM after `grace`. Returns how it exited.
     async fn power_off(&self, grace: Duration) -> ExitReport {
         // A paused guest cannot act on the request.
         if matches!(self.vm.state().await, Ok(nestbox_backend::VmState::Paused)) {
             let _ = self.vm.resume().await;
+        }
+        if self.firmware {
+            return self.vm.shutdown(grace).await;
         }
         if self.mux.poweroff().await
             && let Ok(report) = tokio::time::timeout(grace, self.vm.wait()).await
