@@ -105,3 +105,50 @@ fn test_sandbox_through_firecracker_driver() {
 fn test_sandbox_through_cloud_hypervisor_driver() {
     sandbox_through("fake-cloud-hypervisor", "cloud-hypervisor");
 }
+
+/// A cloud image through the Cloud Hypervisor driver: firmware boot (no kernel in the payload,
+/// which the stand-in's spec check would otherwise demand), the agent over hybrid vsock, and a
+/// stop that presses the ACPI power button, on which the stand-in powers off by itself.
+#[test]
+fn test_cloud_image_sandbox_through_cloud_hypervisor_driver() {
+    let Some((home, tools, agent, binary)) = stand_in("fake-cloud-hypervisor") else { return };
+    let nestbox = |args: &[&str]| {
+        let out = home.nestbox(args).env(nestbox_testkit::guest::FAKE_AGENT_ENV, &agent).output().unwrap();
+        assert!(out.status.success(), "nestbox {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let mut disk = vec![0u8; 1 << 20];
+    disk[510..512].copy_from_slice(&[0x55, 0xaa]);
+    let disk_path = tools.path().join("cloud.raw");
+    std::fs::write(&disk_path, disk).unwrap();
+    let firmware = tools.path().join("CLOUDHV.fd");
+    std::fs::write(&firmware, b"firmware").unwrap();
+    nestbox(&["image", "import", disk_path.to_str().unwrap(), "--name", "cloud"]);
+    let id = nestbox(&[
+        "create",
+        "--name",
+        "ch-cloud",
+        "--image",
+        "cloud",
+        "--hypervisor",
+        "cloud-hypervisor",
+        "--hypervisor-bin",
+        binary.to_str().unwrap(),
+        "--firmware",
+        firmware.to_str().unwrap(),
+    ])
+    .trim()
+    .to_owned();
+    nestbox(&["start", "ch-cloud"]);
+    assert_eq!(nestbox(&["exec", "ch-cloud", "--", "echo", "via vsock"]), "via vsock\n");
+    let seed = home.path().join("sandboxes").join(&id).join("seed.img");
+    assert!(std::fs::metadata(&seed).is_ok_and(|m| m.len() > 0), "the seed was written");
+    let started = std::time::Instant::now();
+    nestbox(&["stop", "-t", "30s", "ch-cloud"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "the power button stopped it, no kill");
+    let exit = std::fs::read_to_string(home.path().join("sandboxes").join(&id).join("exit.json")).unwrap();
+    let exit: serde_json::Value = serde_json::from_str(&exit).unwrap();
+    assert_eq!((exit["state"].as_str(), exit["exit_code"].as_i64()), (Some("stopped"), Some(0)), "{exit}");
+    nestbox(&["rm", "ch-cloud"]);
+    home.assert_clean();
+}

@@ -90,6 +90,12 @@ pub fn transport_from_cmdline(cmdline: &str) -> Result<Transport, ParamError> {
     }
 }
 
+/// A transport as `nestbox.agent=` spells it (`serial`, `vsock:PORT`), e.g. from the command
+/// line of `nestbox-agent --service`.
+pub fn parse_transport(value: &str) -> Result<Transport, ParamError> {
+    transport_from_cmdline(&format!("{AGENT_PARAM}={value}"))
+}
+
 /// The transport `/proc/cmdline` asks for; a bad value is logged and falls back to serial.
 pub fn transport_from_proc() -> Transport {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();

@@ -40,7 +40,7 @@ pub const THREAD_STACK: usize = 256 * 1024;
 /// Pause between looks at a virtio port while no host is connected.
 const RECONNECT_POLL_MS: u8 = 10;
 
-const USAGE: &str = "usage: nestbox-agent [--service | --stdio | --socket PATH | --listen-unix PATH]\n\
+const USAGE: &str = "usage: nestbox-agent [--service [serial|vsock:PORT] | --stdio | --socket PATH | --listen-unix PATH]\n\
     As PID 1 it initializes the guest and serves the virtio port named nestbox.agent,\n\
     or AF_VSOCK when the kernel command line has nestbox.agent=vsock:PORT.\n\
     With --service it serves that port under the guest's own init, which powers the guest off.";
@@ -68,7 +68,8 @@ fn main() -> ExitCode {
             }
         },
         ["--listen-unix", path] => listen_unix(path),
-        ["--service"] => service_main(),
+        ["--service"] => service_main(None),
+        ["--service", transport] => service_main(Some(transport)),
         ["--version"] => {
             println!("nestbox-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -186,8 +187,9 @@ fn serve_port(port: &impl AsFd, reaper: &Arc<Reaper>, poweroff: fn() -> !) -> St
 }
 
 /// Service mode: the guest's init (systemd, through cloud-init) runs us; we serve the virtio
-/// port and leave the power-off to that init.
-fn service_main() -> ExitCode {
+/// port or AF_VSOCK (`transport`, else the kernel command line's `nestbox.agent=`, else the
+/// port) and leave the power-off to that init.
+fn service_main(transport: Option<&str>) -> ExitCode {
     // The guest's console shows kernel messages: failures are seen there, not only in a journal.
     log::use_kmsg();
     log::enable_trace_from_cmdline();
@@ -202,6 +204,26 @@ fn service_main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let transport = match transport.map(listen::parse_transport) {
+        None => listen::transport_from_proc(),
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            eprintln!("nestbox-agent: --service {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Transport::Vsock { port } = transport {
+        let listener = match listen::vsock_listener_with_deadline(port) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error(&format!("vsock port {port}: {e}"));
+                return ExitCode::FAILURE;
+            }
+        };
+        let e = listen::serve_forever(listener.as_fd(), &reaper, service_poweroff);
+        log::error(&format!("accept on vsock port {port}: {e}"));
+        return ExitCode::FAILURE;
+    }
     let port = match init::open_agent_port() {
         Ok(p) => p,
         Err(e) => {

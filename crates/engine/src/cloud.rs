@@ -111,6 +111,17 @@ pub struct SeedRequest {
     pub hostname: String,
     /// SSH public keys to authorize.
     pub ssh_keys: Vec<String>,
+    /// Where the agent serves the host, as `nestbox-agent --service` takes it: `serial` (the
+    /// virtio-serial port QEMU gives) or `vsock:PORT` (Cloud Hypervisor's hybrid vsock).
+    pub agent_transport: String,
+}
+
+/// The agent transport a hypervisor reaches the agent of a cloud image by.
+pub fn agent_transport(hypervisor: BackendKind) -> String {
+    match hypervisor {
+        BackendKind::Qemu => "serial".into(),
+        _ => format!("vsock:{}", nestbox_backend::AGENT_VSOCK_PORT),
+    }
 }
 
 /// A valid hostname for a sandbox name: lower-case letters, digits and dashes, at most 63.
@@ -139,8 +150,9 @@ pub fn seed(req: &SeedRequest, volumes: &[Volume]) -> Seed {
          umount /run/nestbox/seed; \
          if command -v systemd-run >/dev/null; then \
          systemd-run --no-block --unit=nestbox-agent --collect -p DefaultDependencies=no \
-         -p Conflicts=shutdown.target -p Before=shutdown.target {GUEST_AGENT} --service; \
-         else setsid {GUEST_AGENT} --service </dev/null >/dev/null 2>&1 & fi"
+         -p Conflicts=shutdown.target -p Before=shutdown.target {GUEST_AGENT} --service {transport}; \
+         else setsid {GUEST_AGENT} --service {transport} </dev/null >/dev/null 2>&1 & fi",
+        transport = req.agent_transport
     );
     Seed {
         instance_id: req.instance_id.clone(),
@@ -254,11 +266,14 @@ mod tests {
             instance_id: "abc".into(),
             hostname: "box".into(),
             ssh_keys: vec!["ssh-ed25519 AAAA k".into()],
+            agent_transport: agent_transport(BackendKind::CloudHypervisor),
         };
         let volumes = [Volume { path: "/d.img".into(), guest_path: "/data".into(), readonly: true }];
         let seed = seed(&req, &volumes);
         assert_eq!((seed.instance_id.as_str(), seed.hostname.as_str()), ("abc", "box"));
-        assert!(seed.bootcmd[0].contains("--service") && seed.bootcmd[0].contains("-L CIDATA"), "{:?}", seed.bootcmd);
+        let vsock = format!("--service vsock:{}", nestbox_backend::AGENT_VSOCK_PORT);
+        assert!(seed.bootcmd[0].contains(&vsock) && seed.bootcmd[0].contains("-L CIDATA"), "{:?}", seed.bootcmd);
+        assert_eq!(agent_transport(BackendKind::Qemu), "serial");
         assert_eq!(
             seed.mounts,
             [Mount { device: "/dev/disk/by-id/virtio-vol0".into(), path: "/data".into(), readonly: true }]

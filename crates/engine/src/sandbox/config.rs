@@ -97,6 +97,7 @@ impl SandboxConfig {
                 instance_id: id.to_owned(),
                 hostname: crate::cloud::hostname_for(name),
                 ssh_keys: self.ssh_keys.clone(),
+                agent_transport: crate::cloud::agent_transport(self.hypervisor),
             },
         });
         let mut kernel_args = vec![CONSOLE_SHELL_ARG.to_owned()];
