@@ -11,8 +11,10 @@ use crate::progress::Progress;
 /// Runs one `image` subcommand.
 pub async fn image(cmd: ImageCommand) -> anyhow::Result<i32> {
     let progress = Progress::new();
-    let shown = progress.clone();
-    let images = Images::new(Home::from_env()).with_notify(std::sync::Arc::new(move |what: &str| shown.phase(what)));
+    let (shown, unpacking) = (progress.clone(), progress.clone());
+    let images = Images::new(Home::from_env())
+        .with_notify(std::sync::Arc::new(move |what: &str| shown.phase(what)))
+        .with_progress(std::sync::Arc::new(move |p: nestbox_image::UnpackProgress| unpacking.unpacking(&p)));
     let result = run(cmd, images, &progress).await;
     // The display goes before the output, so the two never share a line.
     progress.finish();

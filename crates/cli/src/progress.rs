@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use nestbox_image::UnpackProgress;
 use nestbox_image::registry::PullProgress;
 
 /// How often a spinner turns.
@@ -14,7 +15,7 @@ const TICK: Duration = Duration::from_millis(120);
 #[derive(Clone)]
 pub struct Progress {
     bar: Option<ProgressBar>,
-    /// The layer the bar shows, so each new one restarts it.
+    /// What the bar shows (`pulling layer …`, `unpacking layer …`), so each new one restarts it.
     layer: Arc<Mutex<Option<String>>>,
 }
 
@@ -31,6 +32,7 @@ impl Progress {
 
     /// A new phase of the work.
     pub fn phase(&self, what: &str) {
+        *self.layer.lock().unwrap_or_else(PoisonError::into_inner) = None;
         match &self.bar {
             Some(bar) => {
                 bar.set_style(ProgressStyle::default_spinner());
@@ -43,24 +45,39 @@ impl Progress {
 
     /// Bytes of a layer being pulled.
     pub fn layer(&self, p: &PullProgress) {
-        let short = p.layer.hex()[..12].to_owned();
+        self.bytes(("pulling", "pulled"), &p.layer.hex()[..12], p.done, p.total);
+    }
+
+    /// Bytes of a layer file (a blob, a tarball) being unpacked.
+    pub fn unpacking(&self, p: &UnpackProgress) {
+        let short = match p.layer.strip_prefix("sha256:") {
+            Some(hex) => hex.get(..12).unwrap_or(hex),
+            None => std::path::Path::new(&p.layer).file_name().and_then(|n| n.to_str()).unwrap_or(&p.layer),
+        };
+        self.bytes(("unpacking", "unpacked"), short, p.done, p.total);
+    }
+
+    /// `done` of `total` bytes of the layer `short`: a byte bar on a terminal, else one line
+    /// when the layer is done.
+    fn bytes(&self, (doing, did): (&str, &str), short: &str, done: u64, total: u64) {
+        let what = format!("{doing} layer {short}");
         let mut current = self.layer.lock().unwrap_or_else(PoisonError::into_inner);
-        let new_layer = current.as_deref() != Some(short.as_str());
+        let new_layer = current.as_deref() != Some(what.as_str());
         match &self.bar {
             Some(bar) => {
                 if new_layer {
                     let style = ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
                         .unwrap_or_else(|_| ProgressStyle::default_bar());
                     bar.set_style(style.progress_chars("=> "));
-                    bar.set_length(p.total);
-                    bar.set_message(format!("layer {short}"));
+                    bar.set_length(total);
+                    bar.set_message(what.clone());
                 }
-                bar.set_position(p.done);
+                bar.set_position(done);
             }
-            None if p.done == p.total => eprintln!("nestbox: pulled layer {short} ({} MiB)", p.total.div_ceil(1 << 20)),
+            None if done == total => eprintln!("nestbox: {did} layer {short} ({} MiB)", total.div_ceil(1 << 20)),
             None => {}
         }
-        *current = Some(short);
+        *current = Some(what);
     }
 
     /// Ends the display.

@@ -25,4 +25,4 @@ pub use digest::{Digest, DigestParseError, VerifyError, VerifyingReader, sha256_
 pub use layer::{Compression, LayerError, LayerStats, apply_layer};
 pub use oci::{OciError, OciLayout, Platform};
 pub use registry::{PullOptions, PullProgress, RegistryError, pull_to_layout};
-pub use source::{ImageConfig, Source, SourceError, unpack};
+pub use source::{ImageConfig, Source, SourceError, UnpackProgress, unpack, unpack_with};

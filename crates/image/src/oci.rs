@@ -445,13 +445,25 @@ impl BlobStore {
 
     /// Opens `name` for reading.
     pub fn open(&self, name: &str) -> Result<Box<dyn Read + Send>, OciError> {
+        Ok(self.open_sized(name)?.0)
+    }
+
+    /// Opens `name` for reading, with its size in bytes.
+    pub fn open_sized(&self, name: &str) -> Result<(Box<dyn Read + Send>, u64), OciError> {
         let clean = clean_name(Path::new(""), name).ok_or_else(|| OciError::BadName { name: name.to_owned() })?;
         match self {
-            Self::Dir(dir) => match File::open(dir.join(&clean)) {
-                Ok(f) => Ok(Box::new(f)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(OciError::Missing { name: name.to_owned() }),
-                Err(source) => Err(OciError::Io { path: dir.join(clean), source }),
-            },
+            Self::Dir(dir) => {
+                let io_err = |source| OciError::Io { path: dir.join(&clean), source };
+                let file = match File::open(dir.join(&clean)) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(OciError::Missing { name: name.to_owned() });
+                    }
+                    Err(source) => return Err(io_err(source)),
+                };
+                let size = file.metadata().map_err(io_err)?.len();
+                Ok((Box::new(file), size))
+            }
             Self::Tar { path, files, links } => {
                 let mut current = clean;
                 for _ in 0..8 {
@@ -459,7 +471,7 @@ impl BlobStore {
                         let io_err = |source| OciError::Io { path: path.join(name), source };
                         let mut file = File::open(path).map_err(io_err)?;
                         file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
-                        return Ok(Box::new(file.take(size)));
+                        return Ok((Box::new(file.take(size)), size));
                     }
                     match links.get(&current) {
                         Some(next) => current = next.clone(),

@@ -9,7 +9,8 @@
 //!   modes, owners, mtimes and contents), which is also what gets unpacked.
 //!
 //! Every layer goes through [`apply_layer`], with its digest checked. A failed [`unpack`] leaves
-//! `root_dir` partly written: the caller deletes it.
+//! `root_dir` partly written: the caller deletes it. [`unpack_with`] also reports, per layer file
+//! (a tarball, a layer blob), the bytes read so far ([`UnpackProgress`]); a directory reports none.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -85,6 +86,67 @@ impl ImageConfig {
         self.layers += 1;
         self.files += stats.files;
         self.bytes += stats.bytes;
+    }
+}
+
+/// How far the unpacking of one layer file has got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpackProgress {
+    /// The layer: its digest (`sha256:…`), or a tarball's path.
+    pub layer: String,
+    /// Bytes of the layer file (compressed, as stored) read so far.
+    pub done: u64,
+    /// The layer file's size.
+    pub total: u64,
+}
+
+/// Bytes read between two progress reports of one layer, at most.
+const PROGRESS_STEP: u64 = 1 << 20;
+
+/// Counts the bytes read through it and reports them to a callback: once at 0, after each
+/// [`PROGRESS_STEP`] more, and once at the end of the input (or on reaching the total).
+struct ProgressReader<'a, R> {
+    inner: R,
+    layer: &'a str,
+    total: u64,
+    done: u64,
+    reported: Option<u64>,
+    progress: Option<&'a dyn Fn(UnpackProgress)>,
+}
+
+impl<'a, R: Read> ProgressReader<'a, R> {
+    fn new(inner: R, layer: &'a str, total: u64, progress: Option<&'a dyn Fn(UnpackProgress)>) -> Self {
+        let mut reader = Self { inner, layer, total, done: 0, reported: None, progress };
+        reader.report();
+        reader
+    }
+
+    fn report(&mut self) {
+        if let Some(progress) = self.progress
+            && self.reported != Some(self.done)
+        {
+            progress(UnpackProgress { layer: self.layer.to_owned(), done: self.done, total: self.total });
+            self.reported = Some(self.done);
+        }
+    }
+
+    /// Reads to the end (what a tar reader or decompressor left, checked by the inner reader) and
+    /// returns the inner reader.
+    fn finish(mut self) -> io::Result<R> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(self.inner)
+    }
+}
+
+impl<R: Read> Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        let last = self.reported.unwrap_or(0);
+        if (n == 0 && !buf.is_empty()) || self.done == self.total || self.done - last >= PROGRESS_STEP {
+            self.report();
+        }
+        Ok(n)
     }
 }
 
@@ -184,34 +246,49 @@ impl Source {
 /// Unpacks `source` into `root_dir` (an existing, empty directory) for `platform`, and returns
 /// the image's config. On error `root_dir` is left partly written: the caller deletes it.
 pub fn unpack(source: &Source, root_dir: &Path, platform: &Platform) -> Result<ImageConfig, SourceError> {
+    unpack_with(source, root_dir, platform, None)
+}
+
+/// [`unpack`], reporting to `progress` the bytes read of each layer file as it is applied: at 0,
+/// about every MiB, and at its end (where `done` is `total`). A directory source reports nothing.
+pub fn unpack_with(
+    source: &Source,
+    root_dir: &Path,
+    platform: &Platform,
+    progress: Option<&dyn Fn(UnpackProgress)>,
+) -> Result<ImageConfig, SourceError> {
     match source {
         Source::Dir(dir) => unpack_dir(dir, root_dir),
         Source::Tarball(path) => {
-            let file = File::open(path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
-            let mut reader = HashingReader::new(file);
+            let io_err = |source| SourceError::Io { path: path.clone(), source };
+            let file = File::open(path).map_err(io_err)?;
+            let total = file.metadata().map_err(io_err)?.len();
             let layer = path.display().to_string();
+            let mut reader = ProgressReader::new(HashingReader::new(file), &layer, total, progress);
             let stats = apply_layer(root_dir, &mut reader, Compression::Detect)
                 .map_err(|source| SourceError::Layer { layer: layer.clone(), source })?;
-            let (digest, _) = reader.finish().map_err(|source| SourceError::Io { path: path.clone(), source })?;
+            let (digest, _) = reader.finish().and_then(HashingReader::finish).map_err(io_err)?;
             let mut config = ImageConfig { identity: Some(digest), ..ImageConfig::default() };
             config.add(stats);
             Ok(config)
         }
         Source::OciLayout { dir, reference } => {
-            unpack_layout(&OciLayout::open(dir)?, reference.as_deref(), root_dir, platform)
+            unpack_layout(&OciLayout::open(dir)?, reference.as_deref(), root_dir, platform, progress)
         }
         Source::DockerArchive(path) => {
             let store = BlobStore::open_tar(path)?;
             if store.contains("oci-layout") && store.contains("index.json") {
-                return unpack_layout(&OciLayout::from_store(store)?, None, root_dir, platform);
+                return unpack_layout(&OciLayout::from_store(store)?, None, root_dir, platform, progress);
             }
             let archive = DockerArchive::from_store(store)?;
             let image = archive.resolve(platform, None)?;
             let mut config = ImageConfig::from_oci(&image.config);
             config.identity = Some(image.config_digest.clone());
             for (name, digest) in &image.layers {
-                let reader = VerifyingReader::new(archive.store().open(name)?, digest.clone(), None);
-                config.add(apply_verified(root_dir, reader, name)?);
+                let (file, size) = archive.store().open_sized(name)?;
+                let reader = VerifyingReader::new(file, digest.clone(), None);
+                let shown = digest.to_string();
+                config.add(apply_verified(root_dir, reader, name, ProgressReport { layer: &shown, size, progress })?);
             }
             Ok(config)
         }
@@ -223,6 +300,7 @@ fn unpack_layout(
     reference: Option<&str>,
     root_dir: &Path,
     platform: &Platform,
+    progress: Option<&dyn Fn(UnpackProgress)>,
 ) -> Result<ImageConfig, SourceError> {
     let image = layout.resolve(platform, reference)?;
     debug!(manifest = %image.manifest_digest, platform = %image.platform, "unpacking an OCI image");
@@ -237,22 +315,35 @@ fn unpack_layout(
     let mut config = ImageConfig::from_oci(&image.config);
     config.identity = Some(image.manifest_digest.clone());
     for layer in &image.manifest.layers {
-        config.add(apply_verified(root_dir, layout.open_blob(layer)?, &layer.digest.to_string())?);
+        let name = layer.digest.to_string();
+        let report = ProgressReport { layer: &name, size: layer.size, progress };
+        config.add(apply_verified(root_dir, layout.open_blob(layer)?, &name, report)?);
     }
     Ok(config)
+}
+
+/// What to report a layer's progress as.
+struct ProgressReport<'a> {
+    /// The layer's name in the reports.
+    layer: &'a str,
+    /// Its file's size.
+    size: u64,
+    progress: Option<&'a dyn Fn(UnpackProgress)>,
 }
 
 /// Applies a layer through its verifying reader, then drains and verifies what is left.
 fn apply_verified<R: Read>(
     root_dir: &Path,
-    mut reader: VerifyingReader<R>,
+    reader: VerifyingReader<R>,
     layer: &str,
+    report: ProgressReport<'_>,
 ) -> Result<LayerStats, SourceError> {
+    let mut reader = ProgressReader::new(reader, report.layer, report.size, report.progress);
     let stats = apply_layer(root_dir, &mut reader, Compression::Detect).map_err(|source| match source {
         LayerError::Read(error) => read_error(layer, error),
         source => SourceError::Layer { layer: layer.to_owned(), source },
     })?;
-    reader.finish().map_err(|error| read_error(layer, error))?;
+    reader.finish().and_then(VerifyingReader::finish).map_err(|error| read_error(layer, error))?;
     Ok(stats)
 }
 
@@ -506,6 +597,113 @@ mod tests {
         let junk = dir.path().join("junk");
         fs::write(&junk, vec![b'z'; 1024]).unwrap();
         assert!(matches!(Source::detect(&junk), Err(SourceError::NotAnImage { .. })));
+    }
+
+    /// `len` bytes gzip cannot shrink (xorshift), so a layer's file is that big.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Unpacks `source` collecting its progress reports, grouped per layer in the order they
+    /// came; checks each layer's reports start at 0, rise, end at its total, and are throttled.
+    fn unpack_reporting(source: &Source, root: &Path) -> Vec<(String, Vec<u64>, u64)> {
+        let reports = std::cell::RefCell::new(Vec::<UnpackProgress>::new());
+        let record = |p: UnpackProgress| reports.borrow_mut().push(p);
+        unpack_with(source, root, &amd64(), Some(&record)).unwrap();
+        let mut layers: Vec<(String, Vec<u64>, u64)> = Vec::new();
+        for p in reports.into_inner() {
+            match layers.last_mut() {
+                Some((layer, done, total)) if *layer == p.layer => {
+                    assert_eq!(*total, p.total, "{layer}'s total changed");
+                    done.push(p.done);
+                }
+                _ => {
+                    assert!(layers.iter().all(|(l, _, _)| *l != p.layer), "{} reported again later", p.layer);
+                    layers.push((p.layer, vec![p.done], p.total));
+                }
+            }
+        }
+        for (layer, done, total) in &layers {
+            assert_eq!(done.first(), Some(&0), "{layer}: {done:?}");
+            assert_eq!(done.last(), Some(total), "{layer}: {done:?}");
+            assert!(done.windows(2).all(|w| w[0] < w[1]), "{layer} not rising: {done:?}");
+            assert!(done.len() as u64 <= total / PROGRESS_STEP + 2, "{layer} not throttled: {done:?}");
+        }
+        layers
+    }
+
+    #[test]
+    fn unpacking_an_oci_layout_reports_each_layers_bytes_up_to_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        let b = LayoutBuilder::new(&layout);
+        let big = noise(3 << 20);
+        let m = b.image(
+            "amd64",
+            &[TarBuilder::new().file("big", &big).build(), TarBuilder::new().file("small", b"s").build()],
+            ContainerConfig::default(),
+        );
+        b.index(vec![m.clone()]);
+        let manifest: crate::oci::ImageManifest =
+            serde_json::from_slice(&fs::read(layout.join(blob_name(&m.digest))).unwrap()).unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let layers = unpack_reporting(&Source::OciLayout { dir: layout, reference: None }, &root);
+        let expected: Vec<(String, u64)> = manifest.layers.iter().map(|l| (l.digest.to_string(), l.size)).collect();
+        let got: Vec<(String, u64)> = layers.iter().map(|(l, _, total)| (l.clone(), *total)).collect();
+        assert_eq!(got, expected);
+        assert!(layers[0].2 > 3 << 20, "the big layer is {} bytes", layers[0].2);
+        assert!(layers[0].1.len() >= 4, "no reports on the way: {:?}", layers[0].1);
+        assert_eq!(fs::read(root.join("big")).unwrap(), big);
+        assert_eq!(layers[1].1, [0, layers[1].2]);
+
+        // Without a callback, the same unpack works (and reports nothing, having nowhere to).
+        let root = dir.path().join("root2");
+        fs::create_dir(&root).unwrap();
+        let layout = dir.path().join("layout");
+        assert_eq!(unpack(&Source::OciLayout { dir: layout, reference: None }, &root, &amd64()).unwrap().layers, 2);
+    }
+
+    #[test]
+    fn unpacking_a_tarball_or_docker_archive_reports_its_file_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let tgz = gzip(&TarBuilder::new().file("big", &noise(2 << 20)).build());
+        let path = dir.path().join("root.tar.gz");
+        fs::write(&path, &tgz).unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let layers = unpack_reporting(&Source::Tarball(path.clone()), &root);
+        assert_eq!(layers.len(), 1);
+        assert_eq!((layers[0].0.as_str(), layers[0].2), (path.to_str().unwrap(), tgz.len() as u64));
+        assert!(layers[0].1.len() >= 3, "{:?}", layers[0].1);
+
+        let l1 = TarBuilder::new().file("a", &noise(1 << 20)).build();
+        let l2 = TarBuilder::new().file("b", b"b").build();
+        let sizes = [l1.len() as u64, l2.len() as u64];
+        let digests = [Digest::of_bytes(&l1).to_string(), Digest::of_bytes(&l2).to_string()];
+        let archive = dir.path().join("image.tar");
+        fs::write(&archive, docker_save(&[l1, l2], "amd64")).unwrap();
+        let root = dir.path().join("root2");
+        fs::create_dir(&root).unwrap();
+        let layers = unpack_reporting(&Source::DockerArchive(archive), &root);
+        let got: Vec<(&str, u64)> = layers.iter().map(|(l, _, total)| (l.as_str(), *total)).collect();
+        assert_eq!(got, [(digests[0].as_str(), sizes[0]), (digests[1].as_str(), sizes[1])]);
+
+        // A directory has no layer file: nothing to report.
+        let src = dir.path().join("src");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("f"), b"f").unwrap();
+        let root = dir.path().join("root3");
+        fs::create_dir(&root).unwrap();
+        assert!(unpack_reporting(&Source::Dir(src), &root).is_empty());
     }
 
     #[test]

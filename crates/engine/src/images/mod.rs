@@ -99,11 +99,15 @@ fn default_name(reference: &str) -> String {
     path.to_ascii_lowercase()
 }
 
+/// Called with the bytes read so far of each layer file an import unpacks.
+pub type UnpackProgressFn = std::sync::Arc<dyn Fn(nestbox_image::UnpackProgress) + Send + Sync>;
+
 /// The images under one `$NESTBOX_HOME`.
 #[derive(Clone)]
 pub struct Images {
     home: Home,
     notify: Option<crate::Notify>,
+    progress: Option<UnpackProgressFn>,
 }
 
 impl std::fmt::Debug for Images {
@@ -115,12 +119,19 @@ impl std::fmt::Debug for Images {
 impl Images {
     /// The images under `home`.
     pub fn new(home: Home) -> Self {
-        Self { home, notify: None }
+        Self { home, notify: None, progress: None }
     }
 
     /// Sends a line to `notify` as each phase of long work starts (unpacking, building ext4).
     pub fn with_notify(mut self, notify: crate::Notify) -> Self {
         self.notify = Some(notify);
+        self
+    }
+
+    /// Sends `progress` the bytes read of each layer file while an import (or a pull's import)
+    /// unpacks it (see [`nestbox_image::unpack_with`]).
+    pub fn with_progress(mut self, progress: UnpackProgressFn) -> Self {
+        self.progress = Some(progress);
         self
     }
 
@@ -186,7 +197,8 @@ impl Images {
         let root = work.path().join("root");
         std::fs::create_dir(&root).map_err(EngineError::io(format!("cannot create {}", root.display())))?;
         self.phase(&format!("unpacking {}", path.display()));
-        let config = nestbox_image::unpack(&source, &root, platform)?;
+        let progress = self.progress.as_deref().map(|f| f as &dyn Fn(nestbox_image::UnpackProgress));
+        let config = nestbox_image::unpack_with(&source, &root, platform, progress)?;
         let defaults = ImageDefaults {
             env: config.env.clone(),
             workdir: config.workdir.clone(),
