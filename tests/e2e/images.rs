@@ -1,8 +1,12 @@
 //! Images end to end: an OCI image layout the test builds itself is imported, booted, and given
-//! to two sandboxes whose writes stay apart; the image cannot be removed while they use it.
+//! to two sandboxes whose writes stay apart; the image cannot be removed while they use it. The
+//! same layout, pushed to Debian's `docker-registry` on loopback, is pulled and run.
 
 use std::io::Write;
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
@@ -237,4 +241,182 @@ fn test_a_pull_that_fails_says_why_in_one_line_and_leaves_nothing() {
     let out = home.output(["image", "pull", "--platform", "plan9", "x/y:1"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_store_empty(&home, "a failed pull");
+}
+
+/// Debian's `docker-registry` (the CNCF distribution registry) on a loopback port, its storage in
+/// a temporary directory; killed on drop.
+struct Registry {
+    child: Child,
+    host: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Registry {
+    /// Starts one; `None` when `docker-registry` is not installed.
+    fn start() -> Option<Self> {
+        let program = nestbox_supervise::find_program("docker-registry")?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let host = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+            dir.path().join("storage").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(program)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut registry = Self { child, host, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&registry.host).is_err() {
+            if let Some(status) = registry.child.try_wait().unwrap() {
+                panic!("docker-registry exited ({status}): {}", registry.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not listen on {}: {}",
+                registry.host,
+                registry.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(registry)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Pushes the one image of the OCI layout `layout` as `repo:tag`, through `oci-client`;
+    /// returns its manifest.
+    fn push_layout(&self, layout: &Path, repo: &str, tag: &str) -> serde_json::Value {
+        let read_json =
+            |path: &Path| -> serde_json::Value { serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap() };
+        let blob_path = |desc: &serde_json::Value| {
+            let digest = desc["digest"].as_str().unwrap();
+            layout.join("blobs/sha256").join(digest.strip_prefix("sha256:").unwrap())
+        };
+        let index = read_json(&layout.join("index.json"));
+        let manifest_desc = &index["manifests"][0];
+        let manifest_bytes = std::fs::read(blob_path(manifest_desc)).unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
+        let blobs: Vec<&serde_json::Value> =
+            std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().unwrap()).collect();
+        nestbox_image::registry::install_crypto_provider();
+        let client = oci_client::Client::new(oci_client::client::ClientConfig {
+            protocol: oci_client::client::ClientProtocol::HttpsExcept(vec![self.host.clone()]),
+            ..Default::default()
+        });
+        let target = oci_client::Reference::with_tag(self.host.clone(), repo.to_owned(), tag.to_owned());
+        let media_type = http::HeaderValue::from_str(manifest_desc["mediaType"].as_str().unwrap()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let anonymous = oci_client::secrets::RegistryAuth::Anonymous;
+            client.store_auth_if_needed(&self.host, &anonymous).await;
+            for desc in blobs {
+                let data = std::fs::read(blob_path(desc)).unwrap();
+                client.push_blob(&target, data, desc["digest"].as_str().unwrap()).await.unwrap();
+            }
+            client.push_manifest_raw(&target, manifest_bytes, media_type).await.unwrap();
+        });
+        manifest
+    }
+}
+
+#[test]
+fn test_an_image_pulled_from_a_registry_runs_and_the_pull_shows_its_layers() {
+    require_vm!();
+    if nestbox_supervise::find_program("qemu-img").is_none() || nestbox_supervise::find_program("mkfs.ext4").is_none() {
+        eprintln!("skipped: qemu-img or mkfs.ext4 is missing");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    if oci_layout(&layout).is_none() {
+        eprintln!("skipped: no static busybox");
+        return;
+    }
+    let Some(registry) = Registry::start() else {
+        eprintln!("skipped: docker-registry is not installed (apt-get install docker-registry)");
+        return;
+    };
+    let manifest = registry.push_layout(&layout, "test/app", "1");
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap()["sha256:".len()..][..12].to_owned())
+        .collect();
+    assert_eq!(layers.len(), 2);
+
+    let home = Home::new();
+    let reference = format!("{}/test/app:1", registry.host);
+    let out = home.output(["image", "pull", "--insecure-registry", &registry.host, &reference]);
+    assert!(out.status.success(), "{}\nregistry log:\n{}", stderr(&out), registry.log());
+    drop(registry);
+    let id = stdout(&out).trim().to_owned();
+    assert_eq!(id.len(), 64, "{id}");
+
+    // Not on a terminal: plain lines, one per layer pulled and one per layer unpacked, in order,
+    // besides the phases.
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.iter().all(|l| l.starts_with("nestbox: ")), "{err}");
+    let at = |line: String| {
+        let found: Vec<usize> =
+            lines.iter().enumerate().filter(|(_, l)| l.starts_with(&line)).map(|(i, _)| i).collect();
+        assert_eq!(found.len(), 1, "{line:?} once in:\n{err}");
+        found[0]
+    };
+    let pulling = at(format!("nestbox: pulling {reference}"));
+    let unpacking = at("nestbox: unpacking ".to_owned());
+    let mut last = unpacking;
+    for layer in &layers {
+        let pulled = at(format!("nestbox: pulled layer {layer} ("));
+        assert!(pulling < pulled && pulled < unpacking, "{err}");
+        let unpacked = at(format!("nestbox: unpacked layer {layer} ("));
+        assert!(unpacked > last, "the layers unpacked out of order:\n{err}");
+        last = unpacked;
+    }
+    let building = at("nestbox: building the ext4 image".to_owned());
+    assert!(building > last, "{err}");
+    assert!(lines.len() <= 2 * layers.len() + 4, "more than the phases and a line per layer:\n{err}");
+
+    let ls = ok(&home, &["image", "ls"]);
+    assert!(ls.contains("test/app:1"), "{ls}");
+    let meta: serde_json::Value = serde_json::from_str(&ok(&home, &["image", "inspect", "test/app:1"])).unwrap();
+    assert_eq!(meta["id"], id.as_str(), "{meta}");
+
+    // The pulled image's layers, whiteout, env and working directory, as imported ones.
+    let out = ok(
+        &home,
+        &[
+            "run",
+            "--image",
+            "test/app:1",
+            "--memory",
+            "256M",
+            "--",
+            "sh",
+            "-c",
+            "cat /etc/marker; echo $GREETING; pwd; ls /etc",
+        ],
+    );
+    assert_eq!(out, "v2\nfrom-image\n/etc\nmarker\n", "{out}");
+    ok(&home, &["image", "rm", "test/app:1"]);
+    home.assert_clean();
 }
