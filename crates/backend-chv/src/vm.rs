@@ -403,6 +403,10 @@ fn tail_file(path: &Path, max_bytes: u64) -> Vec<String> {
 
 #[async_trait]
 impl VmHandle for CloudHypervisorVm {
+    fn backend_kind(&self) -> BackendKind {
+        BackendKind::CloudHypervisor
+    }
+
     fn agent_endpoint(&self) -> &AgentEndpoint {
         &self.agent
     }

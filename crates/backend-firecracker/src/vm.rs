@@ -326,6 +326,10 @@ impl Drop for FirecrackerVm {
 
 #[async_trait]
 impl VmHandle for FirecrackerVm {
+    fn backend_kind(&self) -> BackendKind {
+        BackendKind::Firecracker
+    }
+
     fn agent_endpoint(&self) -> &AgentEndpoint {
         &self.agent
     }

@@ -93,20 +93,62 @@ impl MachineKind {
     }
 }
 
+/// Guest memory in a file instead of anonymous memory: a snapshot leaves it out of the
+/// migration stream (`x-ignore-shared`) and copies the file; a restore maps the snapshot's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryFile {
+    /// The file (created by QEMU when missing).
+    pub path: PathBuf,
+    /// `share=on`: guest writes reach the file (the live memory of a VM that can be
+    /// snapshotted); off: a private copy-on-write mapping of it (a restored clone).
+    pub shared: bool,
+}
+
+/// The memory backend object for [`MemoryFile`].
+#[derive(Debug)]
+struct MemoryBackend<'a> {
+    file: &'a MemoryFile,
+    memory_mib: u32,
+}
+
+impl ToQemuArgs for MemoryBackend<'_> {
+    fn append(&self, argv: &mut Vec<String>) {
+        push(
+            argv,
+            "-object",
+            format!(
+                "memory-backend-file,id={MEMORY_BACKEND_ID},size={}M,mem-path={},share={}",
+                self.memory_mib,
+                opt_value(&self.file.path),
+                on_off(self.file.shared)
+            ),
+        );
+    }
+}
+
+/// The id of the memory backend object.
+const MEMORY_BACKEND_ID: &str = "mem";
+
 /// The machine, accelerator and CPU model.
 #[derive(Debug)]
 struct Machine {
     kind: MachineKind,
     accel: Accel,
+    /// The machine's RAM is the memory backend object.
+    memory_backend: bool,
 }
 
 impl ToQemuArgs for Machine {
     fn append(&self, argv: &mut Vec<String>) {
-        let machine = match self.kind {
+        let mut machine = match self.kind {
             MachineKind::Microvm => "microvm,acpi=on,rtc=on,x-option-roms=off",
             MachineKind::Q35 => "q35",
-        };
-        push(argv, "-machine", machine);
+        }
+        .to_owned();
+        if self.memory_backend {
+            machine.push_str(&format!(",memory-backend={MEMORY_BACKEND_ID}"));
+        }
+        push(argv, "-machine", &machine);
         push(argv, "-accel", self.accel.as_str());
         // KVM passes the host CPU through; TCG emulates the richest model it has.
         push(argv, "-cpu", if self.accel == Accel::Kvm { "host" } else { "max" });
@@ -275,6 +317,10 @@ pub struct QemuArgs {
     pub tsc_khz: u32,
     /// Whether to add the guest agent's port.
     pub agent: bool,
+    /// Guest memory in a file, when it should be.
+    pub memory: Option<MemoryFile>,
+    /// Wait for an incoming migration (`-incoming defer`): a restore.
+    pub incoming: bool,
 }
 
 impl QemuArgs {
@@ -290,7 +336,7 @@ impl QemuArgs {
         let mut argv = Vec::new();
         let groups: Vec<Box<dyn ToQemuArgs>> = vec![
             Box::new(Base { name: self.name.clone() }),
-            Box::new(Machine { kind: machine, accel: self.accel }),
+            Box::new(Machine { kind: machine, accel: self.accel, memory_backend: self.memory.is_some() }),
             Box::new(Resources { vcpus: spec.vcpus, memory_mib: spec.memory_mib }),
             boot,
             Box::new(Qmp { socket: dirs.api_socket() }),
@@ -298,6 +344,12 @@ impl QemuArgs {
         ];
         for group in &groups {
             group.append(&mut argv);
+        }
+        if let Some(file) = &self.memory {
+            MemoryBackend { file, memory_mib: spec.memory_mib }.append(&mut argv);
+        }
+        if self.incoming {
+            push(&mut argv, "-incoming", "defer");
         }
         if self.agent {
             AgentPort { machine, socket: dirs.agent_socket() }.append(&mut argv);
@@ -326,7 +378,7 @@ mod tests {
     use super::*;
 
     fn args(accel: Accel) -> QemuArgs {
-        QemuArgs { name: "t".into(), accel, tsc_khz: 2_600_000, agent: true }
+        QemuArgs { name: "t".into(), accel, tsc_khz: 2_600_000, agent: true, memory: None, incoming: false }
     }
 
     #[test]
@@ -366,6 +418,25 @@ mod tests {
         assert!(argv.iter().any(|a| a.starts_with("microvm,")), "{argv:?}");
         assert!(has(&argv, "-device", "virtio-rng-device,rng=rng0"), "{argv:?}");
         assert!(!argv.iter().any(|a| a == "-bios"), "{argv:?}");
+    }
+
+    #[test]
+    fn test_a_memory_file_backs_the_machine_and_a_restore_waits_for_its_state() {
+        let spec = VmSpec {
+            vcpus: 1,
+            memory_mib: 256,
+            boot: Boot::Linux { kernel: "/k".into(), initrd: None, cmdline: String::new() },
+            devices: vec![],
+        };
+        let memory = MemoryFile { path: "/snap/memory".into(), shared: false };
+        let argv = QemuArgs { memory: Some(memory), incoming: true, ..args(Accel::Tcg) }
+            .build(&spec, &VmDirs::new("/d"))
+            .unwrap();
+        assert!(argv.iter().any(|a| a.starts_with("microvm,") && a.ends_with(",memory-backend=mem")), "{argv:?}");
+        assert!(has(&argv, "-object", "memory-backend-file,id=mem,size=256M,mem-path=/snap/memory,share=off"));
+        assert!(has(&argv, "-incoming", "defer"), "{argv:?}");
+        let plain = args(Accel::Tcg).build(&spec, &VmDirs::new("/d")).unwrap();
+        assert!(!plain.iter().any(|a| a.contains("memory-backend") || a == "-incoming"), "{plain:?}");
     }
 
     #[test]

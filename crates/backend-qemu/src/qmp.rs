@@ -16,7 +16,29 @@ use tokio::net::UnixStream;
 pub const QMP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The QMP commands this client sends, for the schema contract test.
-pub const COMMANDS_USED: &[&str] = &["qmp_capabilities", "query-status", "stop", "cont", "system_powerdown", "quit"];
+pub const COMMANDS_USED: &[&str] = &[
+    "qmp_capabilities",
+    "query-status",
+    "stop",
+    "cont",
+    "system_powerdown",
+    "quit",
+    "migrate-set-capabilities",
+    "migrate",
+    "migrate-incoming",
+    "query-migrate",
+];
+
+/// How a migration stands, from `query-migrate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationState {
+    /// Not started, or still running.
+    InProgress,
+    /// Done.
+    Completed,
+    /// Failed or cancelled, with QEMU's reason.
+    Failed(String),
+}
 
 /// A QMP failure.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +152,8 @@ impl QmpClient {
         let info = self.run("query-status", qmp::query_status {}).await?;
         Ok(match info.status {
             qmp::RunState::running => RunStatus::Running,
-            qmp::RunState::paused | qmp::RunState::prelaunch => RunStatus::Paused,
+            // After a completed outgoing migration (a snapshot) the VM is stopped and `cont` runs it.
+            qmp::RunState::paused | qmp::RunState::prelaunch | qmp::RunState::postmigrate => RunStatus::Paused,
             qmp::RunState::inmigrate => RunStatus::Inmigrate,
             qmp::RunState::shutdown => RunStatus::Shutdown,
             other => RunStatus::Other(run_state_name(other)),
@@ -150,6 +173,38 @@ impl QmpClient {
     /// `system_powerdown`: presses the ACPI power button.
     pub async fn system_powerdown(&self) -> Result<(), QmpError> {
         self.run("system_powerdown", qmp::system_powerdown {}).await.map(drop)
+    }
+
+    /// `migrate-set-capabilities` with `x-ignore-shared`: RAM in shared memory backend files is
+    /// left out of the stream (the file is the memory).
+    pub async fn set_ignore_shared(&self, on: bool) -> Result<(), QmpError> {
+        let capabilities =
+            vec![qmp::MigrationCapabilityStatus { capability: qmp::MigrationCapability::x_ignore_shared, state: on }];
+        self.run("migrate-set-capabilities", qmp::migrate_set_capabilities { capabilities }).await.map(drop)
+    }
+
+    /// `migrate` to `uri` (e.g. `exec:cat > FILE`); returns once started.
+    pub async fn migrate(&self, uri: &str) -> Result<(), QmpError> {
+        let command = qmp::migrate { uri: Some(uri.to_owned()), channels: None, detach: None, resume: None };
+        self.run("migrate", command).await.map(drop)
+    }
+
+    /// `migrate-incoming` from `uri` on a QEMU started with `-incoming defer`.
+    pub async fn migrate_incoming(&self, uri: &str) -> Result<(), QmpError> {
+        let command = qmp::migrate_incoming { uri: Some(uri.to_owned()), channels: None, exit_on_error: None };
+        self.run("migrate-incoming", command).await.map(drop)
+    }
+
+    /// `query-migrate`.
+    pub async fn migration(&self) -> Result<MigrationState, QmpError> {
+        let info = self.run("query-migrate", qmp::query_migrate {}).await?;
+        Ok(match info.status {
+            Some(qmp::MigrationStatus::completed) => MigrationState::Completed,
+            Some(qmp::MigrationStatus::failed | qmp::MigrationStatus::cancelled) => {
+                MigrationState::Failed(info.error_desc.unwrap_or_else(|| "no reason given".into()))
+            }
+            _ => MigrationState::InProgress,
+        })
     }
 
     /// `quit`: QEMU exits at once.

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nestbox_backend::{
-    AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, ExitReport, Operation, VmDirs, VmHandle, VmState,
+    AgentEndpoint, Backend, BackendError, BackendKind, Capabilities, ExitReport, Operation, RestoreMode, RestoreSource,
+    SnapshotFiles, VmDirs, VmHandle, VmState,
 };
 use nestbox_model::VmSpec;
 use nestbox_supervise::{CommandSpec, LogSpec, OsSpawner, Spawner, Stream, SuperviseError, Supervised};
 
-use crate::args::{Accel, QemuArgs};
-use crate::qmp::{QmpClient, QmpError, RunStatus};
+use crate::args::{Accel, MemoryFile, QemuArgs};
+use crate::qmp::{MigrationState, QmpClient, QmpError, RunStatus};
 use crate::{QEMU_BINARY, QEMU_PACKAGE};
 
 /// The most console output kept on disk per VM (one rotated generation more).
@@ -21,6 +22,14 @@ pub const DEFAULT_CONSOLE_MAX_BYTES: u64 = 1 << 20;
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a forced stop waits after `quit` before signalling.
 const QUIT_GRACE: Duration = Duration::from_secs(1);
+/// How long a snapshot's or a restore's migration may take (RAM in the stream, at worst).
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(300);
+/// Pause between looks at a migration in progress.
+const MIGRATION_POLL: Duration = Duration::from_millis(5);
+/// The device state's file name in a snapshot directory.
+pub const STATE_FILE: &str = "state";
+/// The memory's file name in a snapshot directory.
+pub const MEMORY_FILE: &str = "memory";
 
 /// How QEMU is run.
 #[derive(Debug, Clone)]
@@ -37,6 +46,8 @@ pub struct QemuConfig {
     pub start_timeout: Duration,
     /// Kill QEMU if the process that started it dies (one-shot runs).
     pub die_with_parent: bool,
+    /// Guest memory in this file (shared), so that the VM can be snapshotted; `None`: anonymous.
+    pub memory_file: Option<PathBuf>,
 }
 
 impl QemuConfig {
@@ -49,6 +60,7 @@ impl QemuConfig {
             console_max_bytes: DEFAULT_CONSOLE_MAX_BYTES,
             start_timeout: DEFAULT_START_TIMEOUT,
             die_with_parent: true,
+            memory_file: None,
         })
     }
 }
@@ -78,6 +90,9 @@ impl QemuBackend {
         let capabilities = Capabilities {
             operations: vec![
                 Operation::Pause,
+                Operation::Snapshot,
+                Operation::RestoreCopy,
+                Operation::RestoreShared,
                 Operation::FirmwareBoot,
                 Operation::DeviceBlock,
                 Operation::DeviceNet,
@@ -98,10 +113,28 @@ impl QemuBackend {
     /// stdout goes to the bounded console log, stdin is a pipe for [`VmHandle::console`]'s input
     /// (QEMU reads it as the serial port's input, and simply stops reading at end of file).
     pub fn command(&self, spec: &VmSpec, dirs: &VmDirs, agent: bool) -> Result<CommandSpec, BackendError> {
+        let memory = self.config.memory_file.clone().map(|path| MemoryFile { path, shared: true });
+        self.command_with(spec, dirs, agent, memory, false)
+    }
+
+    fn command_with(
+        &self,
+        spec: &VmSpec,
+        dirs: &VmDirs,
+        agent: bool,
+        memory: Option<MemoryFile>,
+        incoming: bool,
+    ) -> Result<CommandSpec, BackendError> {
         let name = dirs.root().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let args =
-            QemuArgs { name: format!("nestbox-{name}"), accel: self.config.accel, tsc_khz: self.config.tsc_khz, agent }
-                .build(spec, dirs)?;
+        let args = QemuArgs {
+            name: format!("nestbox-{name}"),
+            accel: self.config.accel,
+            tsc_khz: self.config.tsc_khz,
+            agent,
+            memory,
+            incoming,
+        }
+        .build(spec, dirs)?;
         let mut cmd = CommandSpec::new(&self.config.binary).args(args).stdin_piped();
         cmd.stdout_log = Some(LogSpec { path: dirs.console_log(), max_bytes: self.config.console_max_bytes });
         cmd.stderr_log = Some(LogSpec { path: dirs.hypervisor_log(), max_bytes: self.config.console_max_bytes });
@@ -123,7 +156,84 @@ impl Backend for QemuBackend {
 
     async fn launch(&self, spec: &VmSpec, dirs: &VmDirs) -> Result<Box<dyn VmHandle>, BackendError> {
         self.check(spec)?;
-        let cmd = self.command(spec, dirs, true)?;
+        let memory = self.config.memory_file.clone().map(|path| MemoryFile { path, shared: true });
+        let cmd = self.command_with(spec, dirs, true, memory.clone(), false)?;
+        Ok(Box::new(self.start(cmd, dirs, memory).await?))
+    }
+
+    /// Starts QEMU waiting for the snapshot's state, and loads it: the memory file is mapped
+    /// privately (`shared`) or copied to this VM's own memory file (`copy`) first; a snapshot
+    /// whose memory is inside its state (taken of a VM without a shared memory file) can only
+    /// be copied. The VM is left paused.
+    async fn restore(
+        &self,
+        spec: &VmSpec,
+        dirs: &VmDirs,
+        from: &RestoreSource,
+    ) -> Result<Box<dyn VmHandle>, BackendError> {
+        self.check(spec)?;
+        let refuse = |reason: String| BackendError::Launch { backend: BackendKind::Qemu, reason };
+        let (memory, ignore_shared) = match (from.mode, &from.files.memory) {
+            (RestoreMode::Lazy, _) => {
+                return Err(BackendError::Unsupported { backend: BackendKind::Qemu, op: Operation::RestoreLazy });
+            }
+            (RestoreMode::Shared, Some(file)) => (Some(MemoryFile { path: file.clone(), shared: false }), true),
+            (RestoreMode::Shared, None) => {
+                return Err(refuse(
+                    "this snapshot keeps its memory inside its device state (it was taken of a VM restored \
+                     with mode shared): restore it with mode copy"
+                        .into(),
+                ));
+            }
+            (RestoreMode::Copy, memory) => {
+                let live = self.config.memory_file.clone();
+                if let (Some(src), Some(live)) = (memory, &live) {
+                    let _ = std::fs::remove_file(live);
+                    nestbox_backend::copy_file(src, live)
+                        .map_err(|e| refuse(format!("cannot copy {} to {}: {e}", src.display(), live.display())))?;
+                }
+                (live.map(|path| MemoryFile { path, shared: true }), memory.is_some())
+            }
+        };
+        if ignore_shared && memory.is_none() {
+            return Err(refuse("restoring a snapshot's memory file needs a memory file for the VM".into()));
+        }
+        let cmd = self.command_with(spec, dirs, true, memory.clone(), true)?;
+        let vm = self.start(cmd, dirs, memory).await?;
+        let loaded = async {
+            vm.qmp.set_ignore_shared(ignore_shared).await?;
+            vm.qmp.migrate_incoming(&exec_uri("cat", "<", &from.files.state)).await?;
+            Ok::<(), QmpError>(())
+        };
+        if let Err(e) = loaded.await {
+            vm.child.kill();
+            return Err(vm.api_error(e));
+        }
+        let deadline = tokio::time::Instant::now() + MIGRATION_TIMEOUT;
+        loop {
+            match vm.qmp.status().await {
+                Ok(RunStatus::Inmigrate) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(MIGRATION_POLL).await;
+                }
+                Ok(RunStatus::Paused) => return Ok(Box::new(vm)),
+                Ok(other) => {
+                    vm.child.kill();
+                    let tail = vm.child.log_tail(Stream::Stderr, 5).join(" / ");
+                    return Err(refuse(format!("loading the snapshot ended in state {other:?}: {tail}")));
+                }
+                Err(e) => {
+                    vm.child.kill();
+                    let tail = vm.child.log_tail(Stream::Stderr, 5).join(" / ");
+                    return Err(refuse(format!("loading the snapshot failed: {e}: {tail}")));
+                }
+            }
+        }
+    }
+}
+
+impl QemuBackend {
+    /// Spawns `cmd` and connects to its QMP socket.
+    async fn start(&self, cmd: CommandSpec, dirs: &VmDirs, memory: Option<MemoryFile>) -> Result<QemuVm, BackendError> {
         let child = self.spawner.spawn(&cmd).map_err(|e| spawn_error(&self.config, e))?;
         tracing::debug!(pid = child.pid(), "qemu spawned");
         if let Err(e) = child.wait_for_socket(&dirs.api_socket(), self.config.start_timeout).await {
@@ -137,8 +247,15 @@ impl Backend for QemuBackend {
                 return Err(BackendError::Launch { backend: BackendKind::Qemu, reason: e.to_string() });
             }
         };
-        Ok(Box::new(QemuVm { child, qmp, agent: AgentEndpoint::Unix(dirs.agent_socket()) }))
+        Ok(QemuVm { child, qmp, agent: AgentEndpoint::Unix(dirs.agent_socket()), memory })
     }
+}
+
+/// A migration URI that runs `program` with its stdin or stdout (`direction` `<` or `>`) on
+/// `path` (QEMU runs it with `/bin/sh -c`, so the path is quoted).
+fn exec_uri(program: &str, direction: &str, path: &std::path::Path) -> String {
+    let quoted = path.to_string_lossy().replace('\'', "'\\''");
+    format!("exec:{program} {direction} '{quoted}'")
 }
 
 fn spawn_error(config: &QemuConfig, e: SuperviseError) -> BackendError {
@@ -163,6 +280,8 @@ pub struct QemuVm {
     child: Supervised,
     qmp: QmpClient,
     agent: AgentEndpoint,
+    /// Where the guest's memory lives, when in a file.
+    memory: Option<MemoryFile>,
 }
 
 impl QemuVm {
@@ -185,8 +304,62 @@ fn command_of(e: &QmpError) -> &'static str {
 
 #[async_trait]
 impl VmHandle for QemuVm {
+    fn backend_kind(&self) -> BackendKind {
+        BackendKind::Qemu
+    }
+
     fn agent_endpoint(&self) -> &AgentEndpoint {
         &self.agent
+    }
+
+    /// Stops the vCPUs and migrates the device state to `dest/state`. With the memory in a shared
+    /// file, the stream leaves it out (`x-ignore-shared`) and the file is copied to
+    /// `dest/memory` (sharing extents where it can, holes kept); otherwise the memory goes into
+    /// the stream. The VM stays paused (`cont` resumes it).
+    async fn snapshot(&self, dest: &std::path::Path) -> Result<SnapshotFiles, BackendError> {
+        if let RunStatus::Running = self.qmp.status().await.map_err(|e| self.api_error(e))? {
+            self.qmp.stop().await.map_err(|e| self.api_error(e))?;
+        }
+        let shared = self.memory.as_ref().filter(|m| m.shared);
+        let state = dest.join(STATE_FILE);
+        self.qmp.set_ignore_shared(shared.is_some()).await.map_err(|e| self.api_error(e))?;
+        self.qmp.migrate(&exec_uri("cat", ">", &state)).await.map_err(|e| self.api_error(e))?;
+        let deadline = tokio::time::Instant::now() + MIGRATION_TIMEOUT;
+        loop {
+            match self.qmp.migration().await.map_err(|e| self.api_error(e))? {
+                MigrationState::Completed => break,
+                MigrationState::Failed(reason) => {
+                    return Err(BackendError::Api {
+                        backend: BackendKind::Qemu,
+                        request: "migrate".into(),
+                        message: reason,
+                    });
+                }
+                MigrationState::InProgress if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(MIGRATION_POLL).await;
+                }
+                MigrationState::InProgress => {
+                    return Err(BackendError::Api {
+                        backend: BackendKind::Qemu,
+                        request: "migrate".into(),
+                        message: format!("not done after {MIGRATION_TIMEOUT:?}"),
+                    });
+                }
+            }
+        }
+        let memory = match shared {
+            Some(file) => {
+                let copy = dest.join(MEMORY_FILE);
+                nestbox_backend::copy_file(&file.path, &copy).map_err(|e| BackendError::Api {
+                    backend: BackendKind::Qemu,
+                    request: "snapshot".into(),
+                    message: format!("cannot copy the memory {} to {}: {e}", file.path.display(), copy.display()),
+                })?;
+                Some(copy)
+            }
+            None => None,
+        };
+        Ok(SnapshotFiles { memory, state })
     }
 
     /// QEMU, whose stdio is the serial port (`-chardev stdio`).
@@ -257,6 +430,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn test_exec_uri_quotes_the_path_for_the_shell() {
+        assert_eq!(exec_uri("cat", ">", std::path::Path::new("/s/state")), "exec:cat > '/s/state'");
+        assert_eq!(exec_uri("cat", "<", std::path::Path::new("/it's")), "exec:cat < '/it'\\''s'");
+    }
+
+    #[test]
     fn test_command_pipes_stdin_to_the_serial_console() {
         let config = QemuConfig {
             binary: "/usr/bin/qemu-system-x86_64".into(),
@@ -265,6 +444,7 @@ mod tests {
             console_max_bytes: 4096,
             start_timeout: DEFAULT_START_TIMEOUT,
             die_with_parent: false,
+            memory_file: None,
         };
         let spec = VmSpec {
             vcpus: 1,

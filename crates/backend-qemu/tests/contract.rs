@@ -34,9 +34,16 @@ fn spec() -> VmSpec {
 #[test]
 fn test_argv_golden() {
     let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/argv-tcg.txt");
-    let argv = QemuArgs { name: "nestbox-abc".into(), accel: Accel::Tcg, tsc_khz: 2_600_000, agent: true }
-        .build(&spec(), &VmDirs::new("/h/sandboxes/abc"))
-        .unwrap();
+    let argv = QemuArgs {
+        name: "nestbox-abc".into(),
+        accel: Accel::Tcg,
+        tsc_khz: 2_600_000,
+        agent: true,
+        memory: None,
+        incoming: false,
+    }
+    .build(&spec(), &VmDirs::new("/h/sandboxes/abc"))
+    .unwrap();
     let text = argv.join("\n") + "\n";
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &text).unwrap();

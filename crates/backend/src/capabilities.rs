@@ -42,6 +42,12 @@ pub enum Operation {
     Snapshot,
     /// Restore from a snapshot.
     Restore,
+    /// Restore reading all memory first.
+    RestoreCopy,
+    /// Restore serving memory on first touch (userfaultfd).
+    RestoreLazy,
+    /// Restore mapping the memory file copy-on-write.
+    RestoreShared,
     /// Resize the balloon.
     ResizeBalloon,
     /// Boot from firmware instead of a kernel.

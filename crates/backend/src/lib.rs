@@ -8,17 +8,21 @@
 
 mod capabilities;
 mod console;
+mod copy;
 mod dirs;
 mod error;
+mod snapshot;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 pub use capabilities::{BackendKind, Capabilities, Operation};
 pub use console::{Console, ConsoleInput};
+pub use copy::{CopyKind, copy_file};
 pub use dirs::VmDirs;
 pub use error::{BackendError, ExitReport};
 use nestbox_model::VmSpec;
+pub use snapshot::{RestoreMode, RestoreSource, SnapshotFiles};
 
 /// The guest vsock port the agent listens on where the agent is reached over vsock
 /// (Firecracker, Cloud Hypervisor); the guest learns it from `nestbox.agent=vsock:<port>`.
@@ -79,6 +83,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     }
     /// Starts the hypervisor for `spec`, with its sockets and logs under `dirs`, and boots it.
     async fn launch(&self, spec: &VmSpec, dirs: &VmDirs) -> Result<Box<dyn VmHandle>, BackendError>;
+    /// Starts the hypervisor for `spec` and loads the snapshot `from` into it; the VM is left
+    /// paused. A backend that cannot, or cannot in `from.mode`, says `Unsupported`.
+    async fn restore(
+        &self,
+        spec: &VmSpec,
+        dirs: &VmDirs,
+        from: &RestoreSource,
+    ) -> Result<Box<dyn VmHandle>, BackendError> {
+        let _ = (spec, dirs);
+        Err(BackendError::Unsupported { backend: self.kind(), op: from.mode.operation() })
+    }
 }
 
 /// A running VM.
@@ -135,6 +150,14 @@ pub trait VmHandle: Send + Sync + std::fmt::Debug {
     fn console(&self) -> Option<Console> {
         Some(Console::from_stdio(self.process()))
     }
+    /// Pauses the VM (if running) and writes a snapshot of its memory and device state into the
+    /// directory `dest`; the VM stays paused. Disks are the caller's to copy while it is.
+    async fn snapshot(&self, dest: &std::path::Path) -> Result<SnapshotFiles, BackendError> {
+        let _ = dest;
+        Err(BackendError::Unsupported { backend: self.backend_kind(), op: Operation::Snapshot })
+    }
+    /// Which backend runs this VM (for errors).
+    fn backend_kind(&self) -> BackendKind;
     /// Once the hypervisor has ended: why, when it crashed — also when it exited 0 after a
     /// vCPU error, which its exit status alone does not tell. `None` while it runs, after a
     /// clean exit, or where the backend cannot tell.

@@ -182,9 +182,16 @@ async fn probe_in(work: &Path, qemu: &Path, kernel: &ResolvedKernel) -> Result<(
         },
         devices: vec![],
     };
-    let args = QemuArgs { name: "nestbox-kvm-probe".into(), accel: Accel::Kvm, tsc_khz: 0, agent: false }
-        .build(&spec, &VmDirs::new(work))
-        .map_err(|e| e.to_string())?;
+    let args = QemuArgs {
+        name: "nestbox-kvm-probe".into(),
+        accel: Accel::Kvm,
+        tsc_khz: 0,
+        agent: false,
+        memory: None,
+        incoming: false,
+    }
+    .build(&spec, &VmDirs::new(work))
+    .map_err(|e| e.to_string())?;
     probe::run_boot_probe(&OsSpawner, qemu, args, probe::BOOT_PROBE_TIMEOUT).await
 }
 

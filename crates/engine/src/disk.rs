@@ -111,49 +111,13 @@ fn qcow2(base: &Base, dest: &Path, size: Option<u64>) -> Result<(), EngineError>
 }
 
 pub(crate) fn raw_copy(base: &Path, dest: &Path) -> Result<OverlayKind, EngineError> {
-    use std::os::fd::AsRawFd;
-    let src = std::fs::File::open(base).map_err(EngineError::io(format!("cannot open {}", base.display())))?;
-    let dst = std::fs::File::create_new(dest).map_err(EngineError::io(format!("cannot create {}", dest.display())))?;
-    // SAFETY: FICLONE takes the source descriptor as its argument; both files are open.
-    if unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0 {
-        return Ok(OverlayKind::Reflink);
-    }
-    let cleanup = |e: std::io::Error| {
-        let _ = std::fs::remove_file(dest);
-        EngineError::Io { context: format!("cannot copy {} to {}", base.display(), dest.display()), source: e }
-    };
-    sparse_copy(&src, &dst).map_err(cleanup)?;
-    Ok(OverlayKind::SparseCopy)
-}
-
-/// Copies the data regions of `src` (found with `SEEK_DATA`/`SEEK_HOLE`), leaving holes as holes.
-fn sparse_copy(src: &std::fs::File, dst: &std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::FileExt;
-    let len = src.metadata()?.len();
-    dst.set_len(len)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos: i64 = 0;
-    let end = i64::try_from(len).map_err(std::io::Error::other)?;
-    while pos < end {
-        // SAFETY: lseek on an open descriptor has no memory effects.
-        let data = unsafe { libc::lseek(src.as_raw_fd(), pos, libc::SEEK_DATA) };
-        if data < 0 {
-            break; // no more data: the rest is a hole
+    match nestbox_backend::copy_file(base, dest) {
+        Ok(nestbox_backend::CopyKind::Reflink) => Ok(OverlayKind::Reflink),
+        Ok(nestbox_backend::CopyKind::Sparse) => Ok(OverlayKind::SparseCopy),
+        Err(e) => {
+            Err(EngineError::Io { context: format!("cannot copy {} to {}", base.display(), dest.display()), source: e })
         }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(src.as_raw_fd(), data, libc::SEEK_HOLE) }.min(end);
-        let mut at = data;
-        while at < hole {
-            let n = usize::try_from((hole - at).min(buf.len() as i64)).map_err(std::io::Error::other)?;
-            let offset = u64::try_from(at).map_err(std::io::Error::other)?;
-            src.read_exact_at(&mut buf[..n], offset)?;
-            dst.write_all_at(&buf[..n], offset)?;
-            at += n as i64;
-        }
-        pos = hole;
     }
-    dst.sync_all()
 }
 
 /// The file a sandbox's root disk lives in.
@@ -166,26 +130,6 @@ mod tests {
     use std::io::{Seek, SeekFrom, Write};
 
     use super::*;
-
-    #[test]
-    fn test_raw_copy_keeps_data_and_holes() {
-        let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("base.raw");
-        let mut f = std::fs::File::create(&base).unwrap();
-        f.write_all(b"head").unwrap();
-        f.seek(SeekFrom::Start(64 << 20)).unwrap();
-        f.write_all(b"tail").unwrap();
-        drop(f);
-        let dest = dir.path().join("copy.raw");
-        let kind = raw_copy(&base, &dest).unwrap();
-        assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&base).unwrap());
-        if kind == OverlayKind::SparseCopy {
-            use std::os::unix::fs::MetadataExt;
-            let blocks = std::fs::metadata(&dest).unwrap().blocks();
-            assert!(blocks * 512 < 1 << 20, "the 64 MiB hole was written out: {blocks} blocks");
-        }
-        assert!(raw_copy(&base, &dest).is_err(), "an existing disk is never overwritten");
-    }
 
     #[test]
     fn test_virtual_size_reads_a_qcow2_header() {

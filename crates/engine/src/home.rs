@@ -89,6 +89,26 @@ impl Home {
         self.root.join("state.db")
     }
     /// Per-sandbox lock files.
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// Where running QEMU sandboxes keep their guest memory (shared files a snapshot copies):
+    /// `$NESTBOX_MEMORY_DIR`, else a directory of this home's in `/dev/shm` (memory, no
+    /// writeback to disk), else `<root>/memory`.
+    pub fn memory_dir(&self) -> PathBuf {
+        if let Some(dir) = std::env::var_os("NESTBOX_MEMORY_DIR") {
+            return PathBuf::from(dir);
+        }
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            let digest = nestbox_image::digest::Digest::of_bytes(self.root.as_os_str().as_encoded_bytes());
+            return shm.join(format!("nestbox-{}", &digest.hex()[..12]));
+        }
+        self.root.join("memory")
+    }
+
+    /// Per-sandbox lock files.
     pub fn locks(&self) -> PathBuf {
         self.root.join("locks")
     }

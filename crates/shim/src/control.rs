@@ -6,7 +6,7 @@
 //! line ([`Reply`]). After a successful `console` reply the connection carries raw bytes both
 //! ways: the guest's console output to the client, the client's keystrokes to the guest.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +39,39 @@ pub enum Request {
     Kill,
     /// Attach to the serial console.
     Console,
+    /// Snapshot the VM into `dest` (memory and device state by the hypervisor, then each disk
+    /// copied while the VM is paused); then resume it, or leave it paused, or stop it.
+    Snapshot {
+        /// The snapshot's directory (exists, empty).
+        dest: PathBuf,
+        /// Disks to copy: (the VM's file, the copy's path).
+        #[serde(default)]
+        disks: Vec<(PathBuf, PathBuf)>,
+        /// What the VM does afterwards.
+        then: AfterSnapshot,
+    },
+}
+
+/// What a VM does once its snapshot is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterSnapshot {
+    /// Run on.
+    Resume,
+    /// Stay paused.
+    Pause,
+    /// Stop (the snapshot holds its state).
+    Stop,
+}
+
+/// The files a snapshot left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotReply {
+    /// The memory, when in a file of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<PathBuf>,
+    /// The device state.
+    pub state: PathBuf,
 }
 
 /// The VM as the shim sees it.
@@ -65,17 +98,20 @@ pub struct Reply {
     /// The VM's state, for `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// The snapshot's files, for `snapshot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotReply>,
 }
 
 impl Reply {
     /// Success with nothing to report.
     pub fn ok() -> Self {
-        Self { ok: true, error: None, status: None }
+        Self { ok: true, error: None, status: None, snapshot: None }
     }
 
     /// Failure, with the reason.
     pub fn error(reason: impl Into<String>) -> Self {
-        Self { ok: false, error: Some(reason.into()), status: None }
+        Self { ok: false, error: Some(reason.into()), status: None, snapshot: None }
     }
 }
 

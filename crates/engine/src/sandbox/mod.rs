@@ -65,6 +65,53 @@ pub mod files {
     pub const EXIT: &str = "exit.json";
     /// The hypervisor's pid, written by the shim once it runs.
     pub const VM_PID: &str = "vm.pid";
+    /// A snapshot to restore at the next start, instead of booting (removed once restored).
+    pub const RESTORE: &str = "restore.json";
+}
+
+/// The live memory file of sandbox `id` (QEMU), in the home's memory directory.
+pub fn memory_file(home: &Home, id: &str) -> PathBuf {
+    home.memory_dir().join(format!("{id}.mem"))
+}
+
+/// `restore.json`: what the next start restores instead of booting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RestoreRecord {
+    /// The snapshot's memory file, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<PathBuf>,
+    /// The snapshot's device state.
+    pub state: PathBuf,
+    /// How memory is mapped.
+    pub mode: nestbox_backend::RestoreMode,
+}
+
+impl RestoreRecord {
+    /// The record in `dir`, if there is one.
+    pub fn read(dir: &Path) -> Result<Option<Self>, EngineError> {
+        let path = dir.join(files::RESTORE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| EngineError::Io {
+                context: format!("unreadable {}", path.display()),
+                source: std::io::Error::other(e),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(EngineError::io(format!("cannot read {}", path.display()))(e)),
+        }
+    }
+
+    /// Writes the record into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), EngineError> {
+        write_private(&dir.join(files::RESTORE), &serde_json::to_vec_pretty(self).expect("a record serializes"))
+    }
+
+    /// What the backend restores from.
+    pub fn source(&self) -> nestbox_backend::RestoreSource {
+        nestbox_backend::RestoreSource {
+            files: nestbox_backend::SnapshotFiles { memory: self.memory.clone(), state: self.state.clone() },
+            mode: self.mode,
+        }
+    }
 }
 
 /// What `create` needs.

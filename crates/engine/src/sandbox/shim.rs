@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use nestbox_backend::{ExitReport, VmDirs, VmHandle};
-use nestbox_shim::control::{self, Reply, Request, Status};
+use nestbox_shim::control::{self, AfterSnapshot, Reply, Request, SnapshotReply, Status};
 use nestbox_shim::mux::{self, Mux};
 use nestbox_store::{SandboxError, SandboxId, SandboxState, ShimProcess, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -178,10 +178,28 @@ async fn boot(
     name: &str,
 ) -> Result<Booted, (EngineError, Option<Arc<dyn VmHandle>>)> {
     let runner = Runner::new(home.clone());
-    let prepared = runner.prepare(&config.boot_request(dir, id, name)).await.map_err(|e| (e, None))?;
+    let mut prepared = runner.prepare(&config.boot_request(dir, id, name)).await.map_err(|e| (e, None))?;
+    // QEMU keeps a persistent sandbox's memory in a shared file, so that it can be snapshotted.
+    if let crate::Launcher::Qemu(qemu) = &mut prepared.launcher {
+        let memory = home.memory_dir();
+        std::fs::create_dir_all(&memory)
+            .map_err(|e| (EngineError::io(format!("cannot create {}", memory.display()))(e), None))?;
+        qemu.memory_file = Some(super::memory_file(home, id));
+    }
     let backend = prepared.launcher.backend();
-    let vm: Arc<dyn VmHandle> =
-        Arc::from(backend.launch(&prepared.spec, &VmDirs::new(dir)).await.map_err(|e| (EngineError::from(e), None))?);
+    let restore = super::RestoreRecord::read(dir).map_err(|e| (e, None))?;
+    let launched = match &restore {
+        None => backend.launch(&prepared.spec, &VmDirs::new(dir)).await,
+        Some(from) => backend.restore(&prepared.spec, &VmDirs::new(dir), &from.source()).await,
+    };
+    let vm: Arc<dyn VmHandle> = Arc::from(launched.map_err(|e| (EngineError::from(e), None))?);
+    if restore.is_some() {
+        // Restored paused: run it, and boot cold next time.
+        if let Err(e) = vm.resume_vcpus().await {
+            return Err((e.into(), Some(vm)));
+        }
+        let _ = std::fs::remove_file(dir.join(files::RESTORE));
+    }
     let _ = std::fs::write(dir.join(files::VM_PID), vm.pid().to_string());
     let connected = connect_agent_with(&*vm, prepared.boot_timeout, |mut stream| async move {
         let welcome = mux::handshake(&mut stream).await.map_err(|e| e.to_string())?;
@@ -213,6 +231,10 @@ fn bind(path: &Path) -> Result<UnixListener, EngineError> {
 /// Records how the sandbox ended: `exit.json` first (so a reconcile finds it even if the store
 /// update is lost), then the record, then the sockets go.
 fn finish(store: &mut Store, id: &SandboxId, dir: &Path, exit: ExitRecord) {
+    // The VM's memory file (QEMU) goes with the VM.
+    if let Some(home) = dir.parent().and_then(Path::parent) {
+        let _ = std::fs::remove_file(super::memory_file(&Home::new(home), id.as_str()));
+    }
     if let Ok(json) = serde_json::to_vec(&exit) {
         let _ = std::fs::write(dir.join(files::EXIT), json);
     }
@@ -304,6 +326,41 @@ impl ShimHandler {
         self.vm.wait().await
     }
 
+    /// Snapshots the VM into `dest`, copies `disks` while it is paused, and then does `then`.
+    async fn snapshot(
+        &self,
+        dest: &Path,
+        disks: &[(PathBuf, PathBuf)],
+        then: AfterSnapshot,
+    ) -> Result<SnapshotReply, String> {
+        let taken = async {
+            let files = self.vm.snapshot(dest).await.map_err(|e| e.to_string())?;
+            for (from, to) in disks {
+                nestbox_backend::copy_file(from, to)
+                    .map_err(|e| format!("cannot copy the disk {} to {}: {e}", from.display(), to.display()))?;
+            }
+            Ok::<_, String>(files)
+        }
+        .await;
+        // Whatever happened, the VM goes on as asked (a failed snapshot resumes it).
+        match (then, &taken) {
+            (AfterSnapshot::Stop, Ok(_)) => {
+                self.set_ending(Ending::Stop);
+                self.vm.kill();
+                self.vm.wait().await;
+                self.finalized().await;
+            }
+            (AfterSnapshot::Pause, Ok(_)) => {}
+            _ => {
+                if let Err(e) = self.vm.resume_vcpus().await {
+                    tracing::warn!("cannot resume after the snapshot: {e}");
+                }
+            }
+        }
+        let files = taken?;
+        Ok(SnapshotReply { memory: files.memory, state: files.state })
+    }
+
     /// Waits until the record holds the final state.
     async fn finalized(&self) {
         let mut rx = self.finalized.clone();
@@ -354,6 +411,10 @@ impl control::Handler for ShimHandler {
                 Reply::ok()
             }
             Request::Console => Reply::error("console is attached through its own request"),
+            Request::Snapshot { dest, disks, then } => match self.snapshot(&dest, &disks, then).await {
+                Ok(files) => Reply { snapshot: Some(files), ..Reply::ok() },
+                Err(e) => Reply::error(e),
+            },
         };
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         reply
