@@ -56,6 +56,13 @@ pub enum Command {
     /// Root filesystem images: build, import, list, inspect, remove.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Snapshot a sandbox (memory, device state, disk); or list, inspect, remove, export and
+    /// import snapshots.
+    Snapshot(SnapshotArgs),
+    /// Put a sandbox back to a snapshot (it restarts from the snapshot's memory and disk).
+    Restore(RestoreArgs),
+    /// Make new running sandboxes from a snapshot.
+    Clone(CloneArgs),
     /// Show what nestbox would use on this host: kernel, QEMU, accelerator, state root.
     Info(InfoArgs),
     /// Check each backend: binary, version, whether it can run VMs here and why not.
@@ -63,6 +70,133 @@ pub enum Command {
     /// The per-sandbox supervisor (started by `start`; not for direct use).
     #[command(hide = true)]
     Shim(ShimArgs),
+}
+
+/// `nestbox snapshot`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct SnapshotArgs {
+    /// List, inspect, remove, export or import snapshots.
+    #[command(subcommand)]
+    pub command: Option<SnapshotCommand>,
+    /// The sandbox to snapshot (running or paused).
+    #[arg(value_name = "SB", required = true)]
+    pub sandbox: Option<String>,
+    /// A name for the snapshot.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Let the sandbox run on afterwards (the default).
+    #[arg(long, conflicts_with_all = ["stop", "pause"])]
+    pub leave_running: bool,
+    /// Stop the sandbox afterwards.
+    #[arg(long, conflicts_with = "pause")]
+    pub stop: bool,
+    /// Leave the sandbox paused afterwards.
+    #[arg(long)]
+    pub pause: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// `nestbox snapshot ls|inspect|rm|export|import`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// List snapshots.
+    Ls(FormatArgs),
+    /// Show one snapshot's manifest.
+    Inspect(SnapshotRef),
+    /// Remove snapshots.
+    Rm(SnapshotRefs),
+    /// Write a snapshot as a portable, sparse-aware tar + zstd archive.
+    Export(ExportArgs),
+    /// Read a snapshot archive (checked before it is registered).
+    Import(ImportArgs),
+}
+
+/// Just an output format.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct FormatArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// One snapshot.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct SnapshotRef {
+    /// Snapshot name or unambiguous ID prefix.
+    #[arg(value_name = "S")]
+    pub snapshot: String,
+}
+
+/// Snapshots.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct SnapshotRefs {
+    /// Snapshot names or unambiguous ID prefixes.
+    #[arg(value_name = "S", required = true)]
+    pub snapshots: Vec<String>,
+}
+
+/// `nestbox snapshot export`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct ExportArgs {
+    /// Snapshot name or unambiguous ID prefix.
+    #[arg(value_name = "S")]
+    pub snapshot: String,
+    /// The archive to write (`-`: standard output).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+/// `nestbox snapshot import`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct ImportArgs {
+    /// The archive to read (`-`: standard input).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// `nestbox restore`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = SANDBOX_EXIT_CODES)]
+pub struct RestoreArgs {
+    /// The sandbox to put back.
+    #[arg(value_name = "SB")]
+    pub sandbox: String,
+    /// Snapshot name or unambiguous ID prefix.
+    #[arg(value_name = "S")]
+    pub snapshot: String,
+}
+
+/// `nestbox clone`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct CloneArgs {
+    /// Snapshot name or unambiguous ID prefix.
+    #[arg(value_name = "S")]
+    pub snapshot: String,
+    /// The new sandbox's name (with -n: NAME-1, NAME-2, …).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// How many sandboxes to make.
+    #[arg(short = 'n', long = "count", value_name = "COUNT", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub count: u32,
+    /// How memory comes back: copy (read it all first), lazy (on first touch, through
+    /// userfaultfd) or shared (the snapshot's memory mapped copy-on-write).
+    #[arg(long, value_name = "MODE", default_value = "shared")]
+    pub restore_mode: nestbox_backend::RestoreMode,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 /// Exit codes of commands that name a sandbox, shown in their `--help`.

@@ -13,6 +13,7 @@ mod info;
 mod progress;
 mod run;
 mod sandbox;
+mod snapshot;
 
 use clap::Parser;
 use sandbox::Action;
@@ -44,6 +45,9 @@ fn main() {
             cli::Command::Inspect(args) => sandbox::inspect(args).await,
             cli::Command::Gc(args) => sandbox::gc(args).await,
             cli::Command::Image(cmd) => image::image(cmd).await,
+            cli::Command::Snapshot(args) => snapshot::snapshot(args).await,
+            cli::Command::Restore(args) => snapshot::restore(args).await,
+            cli::Command::Clone(args) => snapshot::clone(args).await,
             cli::Command::Shim(args) => sandbox::shim(args).await,
             cli::Command::Info(args) => info::info(args).await,
             cli::Command::Doctor(args) => doctor::doctor(args).await,

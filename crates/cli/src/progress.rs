@@ -45,7 +45,8 @@ impl Progress {
 
     /// Bytes of a layer being pulled.
     pub fn layer(&self, p: &PullProgress) {
-        self.bytes(("pulling", "pulled"), &p.layer.hex()[..12], p.done, p.total);
+        let short = &p.layer.hex()[..12];
+        self.bytes(format!("pulling layer {short}"), format!("pulled layer {short}"), p.done, p.total);
     }
 
     /// Bytes of a layer file (a blob, a tarball) being unpacked.
@@ -54,13 +55,17 @@ impl Progress {
             Some(hex) => hex.get(..12).unwrap_or(hex),
             None => std::path::Path::new(&p.layer).file_name().and_then(|n| n.to_str()).unwrap_or(&p.layer),
         };
-        self.bytes(("unpacking", "unpacked"), short, p.done, p.total);
+        self.bytes(format!("unpacking layer {short}"), format!("unpacked layer {short}"), p.done, p.total);
     }
 
-    /// `done` of `total` bytes of the layer `short`: a byte bar on a terminal, else one line
-    /// when the layer is done.
-    fn bytes(&self, (doing, did): (&str, &str), short: &str, done: u64, total: u64) {
-        let what = format!("{doing} layer {short}");
+    /// `done` of `total` bytes of a transfer (`what`: "exporting snapshot …").
+    pub fn transfer(&self, what: &str, done: u64, total: u64) {
+        self.bytes(what.to_owned(), format!("{what}: done"), done, total);
+    }
+
+    /// `done` of `total` bytes of `what`: a byte bar on a terminal, else the line `did` when
+    /// it is done.
+    fn bytes(&self, what: String, did: String, done: u64, total: u64) {
         let mut current = self.layer.lock().unwrap_or_else(PoisonError::into_inner);
         let new_layer = current.as_deref() != Some(what.as_str());
         match &self.bar {
@@ -74,7 +79,15 @@ impl Progress {
                 }
                 bar.set_position(done);
             }
-            None if done == total => eprintln!("nestbox: {did} layer {short} ({} MiB)", total.div_ceil(1 << 20)),
+            None if done == total => {
+                // Once per thing, however often its end is reported.
+                let finished = format!("{what} (finished)");
+                if current.as_deref() != Some(finished.as_str()) {
+                    eprintln!("nestbox: {did} ({} MiB)", total.div_ceil(1 << 20));
+                }
+                *current = Some(finished);
+                return;
+            }
             None => {}
         }
         *current = Some(what);

@@ -143,7 +143,7 @@ pub async fn run_persistent(args: RunArgs) -> anyhow::Result<i32> {
 }
 
 /// Shows `what` on a terminal while `fut` runs.
-async fn progress_while<T>(what: String, fut: impl std::future::Future<Output = T>) -> T {
+pub async fn progress_while<T>(what: String, fut: impl std::future::Future<Output = T>) -> T {
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     if tty {
         eprint!("nestbox: {what}…");

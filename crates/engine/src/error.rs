@@ -176,6 +176,37 @@ pub enum EngineError {
         /// What went wrong.
         reason: String,
     },
+    /// No snapshot has this name or id prefix.
+    #[error("no snapshot {input:?}")]
+    NoSnapshot {
+        /// What was looked up.
+        input: String,
+    },
+    /// A snapshot id prefix matches several.
+    #[error("snapshot id prefix {input:?} is ambiguous: it matches {}", candidates.join(", "))]
+    AmbiguousSnapshot {
+        /// The prefix.
+        input: String,
+        /// The matching ids.
+        candidates: Vec<String>,
+    },
+    /// A snapshot name is taken.
+    #[error("invalid value for --name: a snapshot named {name:?} exists")]
+    SnapshotName {
+        /// The name.
+        name: String,
+    },
+    /// A snapshot cannot be restored here.
+    #[error("snapshot {id} cannot be restored here: {reason}")]
+    SnapshotUnusable {
+        /// The snapshot.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A snapshot's manifest, files or archive failed.
+    #[error(transparent)]
+    Snapshot(#[from] nestbox_snapshot::SnapshotError),
     /// A filesystem operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -18,6 +18,7 @@ pub mod gc;
 pub mod proc;
 pub mod reconcile;
 pub mod shim;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
@@ -67,6 +68,8 @@ pub mod files {
     pub const VM_PID: &str = "vm.pid";
     /// A snapshot to restore at the next start, instead of booting (removed once restored).
     pub const RESTORE: &str = "restore.json";
+    /// The accelerator the VM runs under (`kvm`, `tcg`), written by the shim.
+    pub const VM_ACCEL: &str = "vm.accel";
 }
 
 /// The live memory file of sandbox `id` (QEMU), in the home's memory directory.
@@ -215,6 +218,17 @@ impl Sandboxes {
 
     /// Creates a sandbox: its record, then its directory and `spec.json`. Nothing runs yet.
     pub fn create(&self, req: CreateRequest) -> Result<SandboxInfo, EngineError> {
+        self.create_with(req, None, nestbox_backend::RestoreMode::Copy)
+    }
+
+    /// As [`create`](Self::create); with a snapshot, the sandbox gets a copy of the snapshot's
+    /// disk and its first start restores the snapshot in `mode` instead of booting.
+    pub(crate) fn create_with(
+        &self,
+        req: CreateRequest,
+        from: Option<&snapshot::SnapshotInfo>,
+        mode: nestbox_backend::RestoreMode,
+    ) -> Result<SandboxInfo, EngineError> {
         let mut store = self.store()?;
         let name = match &req.name {
             Some(name) => SandboxName::parse(name)?,
@@ -257,7 +271,7 @@ impl Sandboxes {
         fault::point("create.record");
         let _lock = self.lock(&record.id)?;
         let dir = self.dir(&record.id);
-        match self.fill(&mut store, &record.id, &dir, &mut config, req.image.as_ref()) {
+        match self.fill(&mut store, &record.id, &dir, &mut config, req.image.as_ref(), from.map(|s| (s, mode))) {
             Ok(()) => {
                 let record = store.update_state(&record.id, &SandboxState::Creating, SandboxState::Created)?;
                 Ok(self.info(record))
@@ -279,6 +293,7 @@ impl Sandboxes {
         dir: &Path,
         config: &mut SandboxConfig,
         image: Option<&ImageChoice>,
+        from: Option<(&snapshot::SnapshotInfo, nestbox_backend::RestoreMode)>,
     ) -> Result<(), EngineError> {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -299,6 +314,14 @@ impl Sandboxes {
                 disk.overlay = kind;
                 store.set_spec(id, &serde_json::to_value(&*config).expect("a config serializes"))?;
             }
+        }
+        if let Some((snap, mode)) = from {
+            if let Some(disk) = &config.disk {
+                let target = dir.join(&disk.file);
+                nestbox_backend::copy_file(&snap.dir.join(&disk.file), &target)
+                    .map_err(EngineError::io(format!("cannot copy the snapshot's disk to {}", target.display())))?;
+            }
+            snapshot::restore_record(snap, mode).write(dir)?;
         }
         let text = serde_json::to_vec_pretty(&*config).expect("JSON serializes");
         write_private(&dir.join(files::SPEC), &text)?;

@@ -201,6 +201,7 @@ async fn boot(
         let _ = std::fs::remove_file(dir.join(files::RESTORE));
     }
     let _ = std::fs::write(dir.join(files::VM_PID), vm.pid().to_string());
+    let _ = std::fs::write(dir.join(files::VM_ACCEL), prepared.accel.accel.as_str());
     let connected = connect_agent_with(&*vm, prepared.boot_timeout, |mut stream| async move {
         let welcome = mux::handshake(&mut stream).await.map_err(|e| e.to_string())?;
         Ok((stream, welcome))
