@@ -17,4 +17,5 @@ mod rootfs;
 mod run;
 mod sandbox_faults;
 mod sandboxes;
+mod snapshots;
 mod stress;
