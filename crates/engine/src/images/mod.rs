@@ -326,14 +326,21 @@ impl Images {
         Ok(self.store()?.list()?)
     }
 
-    /// The sandboxes whose disks are over image `id`.
+    /// The sandboxes and snapshots whose disks are over image `id`.
     pub fn users(&self, sandboxes: &Sandboxes, id: &str) -> Result<Vec<String>, EngineError> {
         let all = sandboxes.list(&nestbox_store::ListFilter::default())?;
-        Ok(all
+        let mut users: Vec<String> = all
             .into_iter()
             .filter(|sb| sb.config.as_ref().and_then(|c| c.disk.as_ref()).is_some_and(|d| d.image == id))
             .map(|sb| format!("sandbox {}", sb.record.name))
-            .collect())
+            .collect();
+        for snap in sandboxes.snapshots()? {
+            if snap.manifest.sandbox["disk"]["image"].as_str() == Some(id) {
+                let name = snap.manifest.name.clone().unwrap_or_else(|| snap.manifest.id.clone());
+                users.push(format!("snapshot {name}"));
+            }
+        }
+        Ok(users)
     }
 
     /// Removes the image `reference` names, unless a sandbox uses it.
@@ -347,11 +354,16 @@ impl Images {
     /// Removes unnamed images no sandbox uses.
     pub fn prune(&self, sandboxes: &Sandboxes) -> Result<Vec<ImageMeta>, EngineError> {
         let store = self.store()?;
-        let used: Vec<String> = sandboxes
+        let mut used: Vec<String> = sandboxes
             .list(&nestbox_store::ListFilter::default())?
             .into_iter()
             .filter_map(|sb| sb.config.and_then(|c| c.disk).map(|d| d.image))
             .collect();
+        for snap in sandboxes.snapshots()? {
+            if let Some(image) = snap.manifest.sandbox["disk"]["image"].as_str() {
+                used.push(image.to_owned());
+            }
+        }
         Ok(store.prune(|meta| used.contains(&meta.id))?)
     }
 }
