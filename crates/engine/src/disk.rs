@@ -127,8 +127,6 @@ pub fn disk_path(dir: &Path, kind: BackendKind) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Seek, SeekFrom, Write};
-
     use super::*;
 
     #[test]

@@ -55,6 +55,8 @@ impl RawBoot {
             accel: decision.accel,
             tsc_khz: nestbox_backend_qemu::host::tsc_khz(),
             agent: true,
+            memory: None,
+            incoming: false,
         }
         .build(&spec, &VmDirs::new(&raw_dir))
         .unwrap();

@@ -198,7 +198,7 @@ impl Sandboxes {
                 out.push(SnapshotInfo { manifest, dir: entry.path() });
             }
         }
-        out.sort_by(|a, b| b.manifest.created_at_ms.cmp(&a.manifest.created_at_ms));
+        out.sort_by_key(|s| std::cmp::Reverse(s.manifest.created_at_ms));
         Ok(out)
     }
 
@@ -331,7 +331,10 @@ impl Sandboxes {
 /// every clone would read all of the memory.
 const VERIFIED: &str = ".verified";
 
-fn file_identities(snap: &SnapshotInfo) -> Option<Vec<(String, u64, i64, i64, u64)>> {
+/// A file's name, size, modification time (s, ns) and inode.
+type FileIdentity = (String, u64, i64, i64, u64);
+
+fn file_identities(snap: &SnapshotInfo) -> Option<Vec<FileIdentity>> {
     use std::os::unix::fs::MetadataExt;
     snap.manifest
         .files
@@ -345,7 +348,7 @@ fn file_identities(snap: &SnapshotInfo) -> Option<Vec<(String, u64, i64, i64, u6
 
 fn verified_stamp_holds(snap: &SnapshotInfo) -> bool {
     let Ok(bytes) = std::fs::read(snap.dir.join(VERIFIED)) else { return false };
-    let stamp: Option<Vec<(String, u64, i64, i64, u64)>> = serde_json::from_slice(&bytes).ok();
+    let stamp: Option<Vec<FileIdentity>> = serde_json::from_slice(&bytes).ok();
     stamp.is_some() && stamp == file_identities(snap)
 }
 
