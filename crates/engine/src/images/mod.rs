@@ -182,6 +182,18 @@ impl Images {
         platform: &nestbox_image::Platform,
         names: Vec<String>,
     ) -> Result<ImageMeta, EngineError> {
+        self.import_as(path, reference, platform, names, None)
+    }
+
+    /// [`import`](Self::import), recording `source` (else the path) as where it came from.
+    fn import_as(
+        &self,
+        path: &Path,
+        reference: Option<&str>,
+        platform: &nestbox_image::Platform,
+        names: Vec<String>,
+        recorded: Option<String>,
+    ) -> Result<ImageMeta, EngineError> {
         let store = self.store()?;
         for name in &names {
             nestbox_image::store::Reference::parse(name)?;
@@ -206,9 +218,10 @@ impl Images {
             entrypoint: config.entrypoint.clone(),
             cmd: config.cmd.clone(),
         };
-        let what = match &config.identity {
-            Some(digest) => format!("{} ({digest})", path.display()),
-            None => path.display().to_string(),
+        let what = match (recorded, &config.identity) {
+            (Some(recorded), _) => recorded,
+            (None, Some(digest)) => format!("{} ({digest})", path.display()),
+            (None, None) => path.display().to_string(),
         };
         self.store_root(&store, &root, work.path(), names, what, &defaults)
     }
@@ -234,12 +247,9 @@ impl Images {
         let source = format!("{reference} ({digest})");
         let platform = platform.clone();
         tokio::task::spawn_blocking(move || {
-            let imported = this.import(&layout, None, &platform, names);
+            let imported = this.import_as(&layout, None, &platform, names, Some(source));
             drop(work);
-            imported.map(|mut meta| {
-                meta.source = source;
-                meta
-            })
+            imported
         })
         .await
         .map_err(|e| EngineError::Io {
