@@ -3,10 +3,7 @@
 //! same layout, pushed to Debian's `docker-registry` on loopback, is pulled and run.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
@@ -113,19 +110,26 @@ fn oci_layout(dir: &Path) -> Option<()> {
     Some(())
 }
 
+/// The test's OCI layout in `dir`, or `None` (the test skipped, saying why) when the tools to
+/// import it or the busybox it holds are missing.
+fn test_layout(dir: &Path) -> Option<std::path::PathBuf> {
+    if nestbox_supervise::find_program("qemu-img").is_none() || nestbox_supervise::find_program("mkfs.ext4").is_none() {
+        eprintln!("skipped: qemu-img or mkfs.ext4 is missing");
+        return None;
+    }
+    let layout = dir.join("layout");
+    if oci_layout(&layout).is_none() {
+        eprintln!("skipped: no static busybox");
+        return None;
+    }
+    Some(layout)
+}
+
 #[test]
 fn test_an_oci_layout_is_imported_booted_and_shared_copy_on_write() {
     require_vm!();
-    if nestbox_supervise::find_program("qemu-img").is_none() || nestbox_supervise::find_program("mkfs.ext4").is_none() {
-        eprintln!("skipped: qemu-img or mkfs.ext4 is missing");
-        return;
-    }
     let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("layout");
-    if oci_layout(&layout).is_none() {
-        eprintln!("skipped: no static busybox");
-        return;
-    }
+    let Some(layout) = test_layout(work.path()) else { return };
     let home = Home::new();
     let out = home.output(["image", "import", "--name", "demo:1", layout.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -243,64 +247,10 @@ fn test_a_pull_that_fails_says_why_in_one_line_and_leaves_nothing() {
     assert_store_empty(&home, "a failed pull");
 }
 
-/// Debian's `docker-registry` (the CNCF distribution registry) on a loopback port, its storage in
-/// a temporary directory; killed on drop.
-struct Registry {
-    child: Child,
-    host: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A registry the test pushes its image to.
+struct Registry(nestbox_testkit::registry::Registry);
 
 impl Registry {
-    /// Starts one; `None` when `docker-registry` is not installed.
-    fn start() -> Option<Self> {
-        let program = nestbox_supervise::find_program("docker-registry")?;
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let host = format!("127.0.0.1:{port}");
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
-            dir.path().join("storage").display()
-        );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new(program)
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut registry = Self { child, host, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&registry.host).is_err() {
-            if let Some(status) = registry.child.try_wait().unwrap() {
-                panic!("docker-registry exited ({status}): {}", registry.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not listen on {}: {}",
-                registry.host,
-                registry.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(registry)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-
     /// Pushes the one image of the OCI layout `layout` as `repo:tag`, through `oci-client`;
     /// returns its manifest.
     fn push_layout(&self, layout: &Path, repo: &str, tag: &str) -> serde_json::Value {
@@ -318,15 +268,15 @@ impl Registry {
             std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().unwrap()).collect();
         nestbox_image::registry::install_crypto_provider();
         let client = oci_client::Client::new(oci_client::client::ClientConfig {
-            protocol: oci_client::client::ClientProtocol::HttpsExcept(vec![self.host.clone()]),
+            protocol: oci_client::client::ClientProtocol::HttpsExcept(vec![self.0.host().to_owned()]),
             ..Default::default()
         });
-        let target = oci_client::Reference::with_tag(self.host.clone(), repo.to_owned(), tag.to_owned());
+        let target = oci_client::Reference::with_tag(self.0.host().to_owned(), repo.to_owned(), tag.to_owned());
         let media_type = http::HeaderValue::from_str(manifest_desc["mediaType"].as_str().unwrap()).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let anonymous = oci_client::secrets::RegistryAuth::Anonymous;
-            client.store_auth_if_needed(&self.host, &anonymous).await;
+            client.store_auth_if_needed(self.0.host(), &anonymous).await;
             for desc in blobs {
                 let data = std::fs::read(blob_path(desc)).unwrap();
                 client.push_blob(&target, data, desc["digest"].as_str().unwrap()).await.unwrap();
@@ -340,17 +290,9 @@ impl Registry {
 #[test]
 fn test_an_image_pulled_from_a_registry_runs_and_the_pull_shows_its_layers() {
     require_vm!();
-    if nestbox_supervise::find_program("qemu-img").is_none() || nestbox_supervise::find_program("mkfs.ext4").is_none() {
-        eprintln!("skipped: qemu-img or mkfs.ext4 is missing");
-        return;
-    }
     let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("layout");
-    if oci_layout(&layout).is_none() {
-        eprintln!("skipped: no static busybox");
-        return;
-    }
-    let Some(registry) = Registry::start() else {
+    let Some(layout) = test_layout(work.path()) else { return };
+    let Some(registry) = nestbox_testkit::registry::Registry::start(None).map(Registry) else {
         eprintln!("skipped: docker-registry is not installed (apt-get install docker-registry)");
         return;
     };
@@ -364,9 +306,9 @@ fn test_an_image_pulled_from_a_registry_runs_and_the_pull_shows_its_layers() {
     assert_eq!(layers.len(), 2);
 
     let home = Home::new();
-    let reference = format!("{}/test/app:1", registry.host);
-    let out = home.output(["image", "pull", "--insecure-registry", &registry.host, &reference]);
-    assert!(out.status.success(), "{}\nregistry log:\n{}", stderr(&out), registry.log());
+    let reference = format!("{}/test/app:1", registry.0.host());
+    let out = home.output(["image", "pull", "--insecure-registry", registry.0.host(), &reference]);
+    assert!(out.status.success(), "{}\nregistry log:\n{}", stderr(&out), registry.0.log());
     drop(registry);
     let id = stdout(&out).trim().to_owned();
     assert_eq!(id.len(), 64, "{id}");

@@ -64,7 +64,7 @@ pub struct SnapshotFiles {
 }
 
 /// Where a restore reads from, and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreSource {
     /// The snapshot's files.
     pub files: SnapshotFiles,

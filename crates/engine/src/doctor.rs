@@ -72,6 +72,14 @@ pub fn binary_name(kind: BackendKind) -> &'static str {
     }
 }
 
+/// [`locate_binary`], or the error that names the binary and the package that provides it.
+pub fn require_binary(kind: BackendKind, explicit: Option<&Path>) -> Result<PathBuf, nestbox_backend::BackendError> {
+    locate_binary(kind, explicit).ok_or_else(|| nestbox_backend::BackendError::BinaryNotFound {
+        binary: binary_name(kind).into(),
+        package: crate::run::package_of(kind).into(),
+    })
+}
+
 /// A backend's binary: `explicit` (a flag), else `$NESTBOX_<BACKEND>`, else PATH.
 pub fn locate_binary(kind: BackendKind, explicit: Option<&Path>) -> Option<PathBuf> {
     if let Some(path) = explicit {

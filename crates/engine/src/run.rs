@@ -258,8 +258,15 @@ impl Runner {
     pub async fn prepare(&self, req: &BootRequest) -> Result<Prepared, EngineError> {
         let home = self.home.clone();
         let kernel_flag = req.kernel.clone();
-        let (kernel, image) = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
+        // A cloud image boots its own kernel: ours is only the KVM probe's, and the seed replaces
+        // the initramfs.
+        let cloud = req.cloud.clone().map(|c| (c, req.volumes.clone()));
+        let (kernel, initrd) = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
             let kernel = nestbox_kernel::resolve(kernel_flag.as_deref(), home.root())?;
+            if let Some((cloud, volumes)) = cloud {
+                crate::cloud::write_seed(&cloud.seed, &volumes)?;
+                return Ok((kernel, None));
+            }
             let inputs = ImageInputs {
                 agent: agent_binary::AGENT,
                 busybox: None,
@@ -267,28 +274,20 @@ impl Runner {
                 modules: DEFAULT_MODULES,
             };
             let image = nestbox_initramfs::build_default(&inputs, &home.initramfs_cache())?;
-            Ok((kernel, image))
+            Ok((kernel, Some(image.path)))
         })
         .await
         .map_err(|e| EngineError::Io { context: "preparing the guest".into(), source: std::io::Error::other(e) })??;
         let kernel_info = kernel.clone();
-        let spec = match &req.cloud {
-            None => direct_boot_spec(req, kernel.vmlinux, image.path),
-            Some(cloud) => {
+        let spec = match (&req.cloud, initrd) {
+            (Some(cloud), _) => {
                 let firmware = crate::cloud::firmware(req.hypervisor, cloud.firmware.as_deref())?;
-                let (seed, volumes) = (cloud.seed.clone(), req.volumes.clone());
-                tokio::task::spawn_blocking(move || crate::cloud::write_seed(&seed, &volumes)).await.map_err(
-                    |e| EngineError::Io { context: "writing the seed".into(), source: std::io::Error::other(e) },
-                )??;
                 firmware_boot_spec(req, firmware, &cloud.seed.path)
             }
+            (None, initrd) => direct_boot_spec(req, kernel.vmlinux, initrd.expect("built for a direct boot")),
         };
         spec.validate()?;
-        let explicit = req.hypervisor_binary.as_deref();
-        let binary = doctor::locate_binary(req.hypervisor, explicit).ok_or_else(|| BackendError::BinaryNotFound {
-            binary: doctor::binary_name(req.hypervisor).into(),
-            package: package_of(req.hypervisor).into(),
-        })?;
+        let binary = doctor::require_binary(req.hypervisor, req.hypervisor_binary.as_deref())?;
         let (accel, launcher) = match req.hypervisor {
             BackendKind::Qemu => {
                 if req.accel == AccelChoice::Auto

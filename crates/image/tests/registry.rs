@@ -6,11 +6,8 @@
 //! (`scripts/install-deps.sh` installs it).
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use nestbox_image::oci::{
     Descriptor, ImageIndex, ImageManifest, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Platform, REF_NAME_ANNOTATION,
@@ -20,7 +17,6 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const USER: &str = "nestbox";
 const PASSWORD: &str = "secret";
@@ -28,86 +24,37 @@ const PASSWORD: &str = "secret";
 /// crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))`: the registry's htpasswd backend wants bcrypt.
 const PASSWORD_BCRYPT: &str = "$2b$04$/szBaZyVRYt2OaRrE1pNkO49VUH.7UrEYhgIy4l5DjdGTiOZhVbyG";
 
-/// A registry process, killed on drop.
-struct Registry {
-    child: Child,
-    host: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A registry for one test, with the calls these tests make on it.
+struct Registry(nestbox_testkit::registry::Registry);
 
 impl Registry {
     /// Starts a registry, with htpasswd auth for [`USER`]/[`PASSWORD`] when `auth`; `None` (after
     /// printing why) when the binary is not installed.
     fn start(test: &str, auth: bool) -> Option<Self> {
-        if !Path::new(REGISTRY_BIN).exists() {
-            println!("skipped: {test}: {REGISTRY_BIN} is not installed (apt-get install docker-registry)");
-            return None;
+        let htpasswd = format!("{USER}:{PASSWORD_BCRYPT}");
+        let started = nestbox_testkit::registry::Registry::start(auth.then_some(htpasswd.as_str()));
+        if started.is_none() {
+            println!("skipped: {test}: docker-registry is not installed (apt-get install docker-registry)");
         }
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let host = format!("127.0.0.1:{port}");
-        let storage = dir.path().join("storage");
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
-            storage.display()
-        );
-        if auth {
-            let htpasswd = dir.path().join("htpasswd");
-            std::fs::write(&htpasswd, format!("{USER}:{PASSWORD_BCRYPT}\n")).unwrap();
-            config
-                .push_str(&format!("auth:\n  htpasswd:\n    realm: nestbox-test\n    path: {}\n", htpasswd.display()));
-        }
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new(REGISTRY_BIN)
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut registry = Self { child, host, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&registry.host).is_err() {
-            if let Some(status) = registry.child.try_wait().unwrap() {
-                panic!("docker-registry exited ({status}): {}", registry.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not listen on {}: {}",
-                registry.host,
-                registry.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(registry)
+        started.map(Self)
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    fn host(&self) -> String {
+        self.0.host().to_owned()
     }
 
     fn reference(&self, repo_and_tag: &str) -> String {
-        format!("{}/{repo_and_tag}", self.host)
+        format!("{}/{repo_and_tag}", self.host())
     }
 
     fn options(&self) -> PullOptions {
-        PullOptions { insecure_registries: vec![self.host.clone()], ..PullOptions::default() }
+        PullOptions { insecure_registries: vec![self.host()], ..PullOptions::default() }
     }
 
     fn client(&self) -> Client {
         nestbox_image::registry::install_crypto_provider();
         Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(vec![self.host.clone()]),
+            protocol: ClientProtocol::HttpsExcept(vec![self.host()]),
             ..ClientConfig::default()
         })
     }
@@ -168,8 +115,8 @@ async fn push_image(
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
     let config = serde_json::to_vec(&config).unwrap();
-    let by_repo = Reference::with_tag(registry.host.clone(), repo.to_owned(), "x".to_owned());
-    client.store_auth_if_needed(&registry.host, auth).await;
+    let by_repo = Reference::with_tag(registry.host(), repo.to_owned(), "x".to_owned());
+    client.store_auth_if_needed(&registry.host(), auth).await;
     client.auth(&by_repo, auth, oci_client::RegistryOperation::Push).await.unwrap();
     let config_desc = descriptor(OCI_CONFIG, &config);
     client.push_blob(&by_repo, config.clone(), &config_desc.digest.to_string()).await.unwrap();
@@ -188,8 +135,8 @@ async fn push_image(
     let manifest = serde_json::to_vec(&manifest).unwrap();
     let manifest_desc = descriptor(OCI_MANIFEST, &manifest);
     let target = match tag {
-        Some(tag) => Reference::with_tag(registry.host.clone(), repo.to_owned(), tag.to_owned()),
-        None => Reference::with_digest(registry.host.clone(), repo.to_owned(), manifest_desc.digest.to_string()),
+        Some(tag) => Reference::with_tag(registry.host(), repo.to_owned(), tag.to_owned()),
+        None => Reference::with_digest(registry.host(), repo.to_owned(), manifest_desc.digest.to_string()),
     };
     client.push_manifest_raw(&target, manifest, http::HeaderValue::from_static(OCI_MANIFEST)).await.unwrap();
     Pushed { manifest: manifest_desc, layers: layer_descs }
@@ -207,8 +154,8 @@ async fn push_index(registry: &Registry, repo: &str, tag: &str, images: Vec<(Des
         .collect();
     let index = ImageIndex { schema_version: 2, media_type: Some(OCI_INDEX.to_owned()), manifests };
     let index = serde_json::to_vec(&index).unwrap();
-    let target = Reference::with_tag(registry.host.clone(), repo.to_owned(), tag.to_owned());
-    client.store_auth_if_needed(&registry.host, &RegistryAuth::Anonymous).await;
+    let target = Reference::with_tag(registry.host(), repo.to_owned(), tag.to_owned());
+    client.store_auth_if_needed(&registry.host(), &RegistryAuth::Anonymous).await;
     client.push_manifest_raw(&target, index.clone(), http::HeaderValue::from_static(OCI_INDEX)).await.unwrap();
     Digest::of_bytes(&index)
 }
@@ -286,7 +233,7 @@ async fn a_missing_tag_or_repository_is_not_found_naming_it() {
         let dest = tempfile::tempdir().unwrap();
         let err =
             pull_to_layout(&registry.reference(missing), &amd64(), dest.path(), &registry.options()).await.unwrap_err();
-        assert!(matches!(&err, RegistryError::NotFound { registry: r, .. } if *r == registry.host), "{err:?}");
+        assert!(matches!(&err, RegistryError::NotFound { registry: r, .. } if *r == registry.host()), "{err:?}");
         let text = err.to_string();
         assert!(text.contains(missing) && text.contains("404"), "{text}");
         assert!(!text.contains('\n'), "{text}");
@@ -305,7 +252,10 @@ async fn a_registry_that_wants_credentials_answers_401_without_them_and_serves_w
         .unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { with_credentials: false, .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("401") && text.contains(&registry.host) && text.contains("credentials are needed"), "{text}");
+    assert!(
+        text.contains("401") && text.contains(&registry.host()) && text.contains("credentials are needed"),
+        "{text}"
+    );
 
     let wrong = PullOptions { auth: Some((USER.to_owned(), "wrong".to_owned())), ..registry.options() };
     let err = pull_to_layout(&reference, &amd64(), tempfile::tempdir().unwrap().path(), &wrong).await.unwrap_err();

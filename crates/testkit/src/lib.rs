@@ -5,6 +5,7 @@
 //! - [`fake`]: [`FakeServer`] and [`Recorded`], the spec-checking, recording socket server.
 //! - [`firecracker`], [`chv`]: the fakes' state machines and `serve` functions.
 //! - [`guest`]: the real agent served behind a fake's vsock socket (`FAKE_AGENT`).
+//! - [`registry`]: a real OCI registry (`docker-registry`) on loopback.
 //! - [`fake_binary`]: the stand-in executables (`fake-firecracker`, `fake-cloud-hypervisor`)
 //!   for launch and supervision tests of other crates.
 
@@ -12,6 +13,7 @@ pub mod chv;
 pub mod fake;
 pub mod firecracker;
 pub mod guest;
+pub mod registry;
 pub mod spec;
 
 pub use fake::{FakeServer, Recorded};

@@ -77,44 +77,22 @@ pub fn memory_file(home: &Home, id: &str) -> PathBuf {
     home.memory_dir().join(format!("{id}.mem"))
 }
 
-/// `restore.json`: what the next start restores instead of booting.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct RestoreRecord {
-    /// The snapshot's memory file, when it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<PathBuf>,
-    /// The snapshot's device state.
-    pub state: PathBuf,
-    /// How memory is mapped.
-    pub mode: nestbox_backend::RestoreMode,
+/// `restore.json` in `dir`: the snapshot the next start restores instead of booting, if any.
+pub fn read_restore(dir: &Path) -> Result<Option<nestbox_backend::RestoreSource>, EngineError> {
+    let path = dir.join(files::RESTORE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| EngineError::Io {
+            context: format!("unreadable {}", path.display()),
+            source: std::io::Error::other(e),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(EngineError::io(format!("cannot read {}", path.display()))(e)),
+    }
 }
 
-impl RestoreRecord {
-    /// The record in `dir`, if there is one.
-    pub fn read(dir: &Path) -> Result<Option<Self>, EngineError> {
-        let path = dir.join(files::RESTORE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| EngineError::Io {
-                context: format!("unreadable {}", path.display()),
-                source: std::io::Error::other(e),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(EngineError::io(format!("cannot read {}", path.display()))(e)),
-        }
-    }
-
-    /// Writes the record into `dir`.
-    pub fn write(&self, dir: &Path) -> Result<(), EngineError> {
-        write_private(&dir.join(files::RESTORE), &serde_json::to_vec_pretty(self).expect("a record serializes"))
-    }
-
-    /// What the backend restores from.
-    pub fn source(&self) -> nestbox_backend::RestoreSource {
-        nestbox_backend::RestoreSource {
-            files: nestbox_backend::SnapshotFiles { memory: self.memory.clone(), state: self.state.clone() },
-            mode: self.mode,
-        }
-    }
+/// Writes `restore.json` into `dir`.
+pub fn write_restore(dir: &Path, from: &nestbox_backend::RestoreSource) -> Result<(), EngineError> {
+    write_private(&dir.join(files::RESTORE), &serde_json::to_vec_pretty(from).expect("a source serializes"))
 }
 
 /// What `create` needs.
@@ -321,7 +299,7 @@ impl Sandboxes {
                 nestbox_backend::copy_file(&snap.dir.join(&disk.file), &target)
                     .map_err(EngineError::io(format!("cannot copy the snapshot's disk to {}", target.display())))?;
             }
-            snapshot::restore_record(snap, mode).write(dir)?;
+            write_restore(dir, &snapshot::restore_source(snap, mode))?;
         }
         let text = serde_json::to_vec_pretty(&*config).expect("JSON serializes");
         write_private(&dir.join(files::SPEC), &text)?;
@@ -331,14 +309,7 @@ impl Sandboxes {
 
     /// What must hold before a record is written: the hypervisor binary exists.
     fn check_config(&self, config: &SandboxConfig) -> Result<(), EngineError> {
-        let explicit = config.hypervisor_binary.as_deref();
-        if doctor::locate_binary(config.hypervisor, explicit).is_none() {
-            return Err(nestbox_backend::BackendError::BinaryNotFound {
-                binary: doctor::binary_name(config.hypervisor).into(),
-                package: crate::run::package_of(config.hypervisor).into(),
-            }
-            .into());
-        }
+        doctor::require_binary(config.hypervisor, config.hypervisor_binary.as_deref())?;
         Ok(())
     }
 

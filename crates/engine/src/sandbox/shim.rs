@@ -31,6 +31,15 @@ const REPLY_GRACE: Duration = Duration::from_secs(2);
 /// How long a VM whose agent connection ended may take to exit by itself.
 const AGENT_LOSS_GRACE: Duration = Duration::from_secs(3);
 
+/// A file removed when this drops.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Why the VM is ending, when someone asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
@@ -48,6 +57,8 @@ pub async fn run(home: Home, id: &str) -> Result<(), EngineError> {
     if record.state != SandboxState::Starting {
         return Err(EngineError::InvalidState { id: id.to_string(), verb: "start", state: record.state.to_string() });
     }
+    // The VM's memory file (QEMU) goes when the shim does, however it ends.
+    let _memory = RemovedOnDrop(super::memory_file(&home, id.as_str()));
     if let Some(me) = proc::ProcessId::of(std::process::id()) {
         store.set_shim(&id, Some(ShimProcess { pid: me.pid, start_time: me.start_time }))?;
     }
@@ -187,10 +198,10 @@ async fn boot(
         qemu.memory_file = Some(super::memory_file(home, id));
     }
     let backend = prepared.launcher.backend();
-    let restore = super::RestoreRecord::read(dir).map_err(|e| (e, None))?;
+    let restore = super::read_restore(dir).map_err(|e| (e, None))?;
     let launched = match &restore {
         None => backend.launch(&prepared.spec, &VmDirs::new(dir)).await,
-        Some(from) => backend.restore(&prepared.spec, &VmDirs::new(dir), &from.source()).await,
+        Some(from) => backend.restore(&prepared.spec, &VmDirs::new(dir), from).await,
     };
     let vm: Arc<dyn VmHandle> = Arc::from(launched.map_err(|e| (EngineError::from(e), None))?);
     if restore.is_some() {
@@ -232,10 +243,6 @@ fn bind(path: &Path) -> Result<UnixListener, EngineError> {
 /// Records how the sandbox ended: `exit.json` first (so a reconcile finds it even if the store
 /// update is lost), then the record, then the sockets go.
 fn finish(store: &mut Store, id: &SandboxId, dir: &Path, exit: ExitRecord) {
-    // The VM's memory file (QEMU) goes with the VM.
-    if let Some(home) = dir.parent().and_then(Path::parent) {
-        let _ = std::fs::remove_file(super::memory_file(&Home::new(home), id.as_str()));
-    }
     if let Ok(json) = serde_json::to_vec(&exit) {
         let _ = std::fs::write(dir.join(files::EXIT), json);
     }

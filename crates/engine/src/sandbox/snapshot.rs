@@ -24,7 +24,7 @@ use nestbox_shim::control::{self, AfterSnapshot, Request};
 use nestbox_snapshot::{FileEntry, FileKind, HostFacts, Manifest, MemoryLayout};
 use nestbox_store::SandboxState;
 
-use super::{RestoreRecord, SandboxConfig, SandboxInfo, Sandboxes, files, reconcile};
+use super::{SandboxConfig, SandboxInfo, Sandboxes, files, reconcile};
 use crate::EngineError;
 
 /// The device state's file name.
@@ -282,7 +282,7 @@ impl Sandboxes {
             self.store()?.set_spec(sb.id(), &serde_json::to_value(&config).expect("a config serializes"))?;
             std::fs::write(dir.join(files::SPEC), serde_json::to_vec_pretty(&config).expect("JSON serializes"))
                 .map_err(EngineError::io("cannot write spec.json"))?;
-            restore_record(&snap, RestoreMode::Copy).write(&dir)?;
+            super::write_restore(&dir, &restore_source(&snap, RestoreMode::Copy))?;
         }
         self.start(sb.id().as_str()).await
     }
@@ -359,9 +359,12 @@ fn write_verified_stamp(snap: &SnapshotInfo) {
 }
 
 /// What a sandbox's start restores from `snap`.
-pub(super) fn restore_record(snap: &SnapshotInfo, mode: RestoreMode) -> RestoreRecord {
+pub(super) fn restore_source(snap: &SnapshotInfo, mode: RestoreMode) -> nestbox_backend::RestoreSource {
     let memory = snap.manifest.files.iter().find(|f| f.kind == FileKind::Memory).map(|f| snap.dir.join(&f.name));
-    RestoreRecord { memory, state: snap.dir.join(STATE), mode }
+    nestbox_backend::RestoreSource {
+        files: nestbox_backend::SnapshotFiles { memory, state: snap.dir.join(STATE) },
+        mode,
+    }
 }
 
 fn file_name(path: &Path) -> Result<String, EngineError> {
@@ -374,13 +377,7 @@ fn file_name(path: &Path) -> Result<String, EngineError> {
 /// This host, as a snapshot of a sandbox with `config` running under `accel` records it.
 async fn host_facts(config: &SandboxConfig, accel: &str) -> Result<HostFacts, EngineError> {
     let backend = config.hypervisor.to_string();
-    let explicit = config.hypervisor_binary.as_deref();
-    let binary = crate::doctor::locate_binary(config.hypervisor, explicit).ok_or_else(|| {
-        nestbox_backend::BackendError::BinaryNotFound {
-            binary: crate::doctor::binary_name(config.hypervisor).into(),
-            package: crate::run::package_of(config.hypervisor).into(),
-        }
-    })?;
+    let binary = crate::doctor::require_binary(config.hypervisor, config.hypervisor_binary.as_deref())?;
     let line = crate::doctor::version_of(&binary).await.unwrap_or_default();
     Ok(HostFacts::detect(&backend, version_number(&line), accel))
 }
